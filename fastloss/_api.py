@@ -1,0 +1,133 @@
+"""The public loss functions: validate, allocate, call the kernel, reduce.
+
+Each function returns ``LossResult(loss, grad)``. The maths of each loss is in its C kernel
+(fastloss/_src/fl_*.inc) and in its docstring here; fastloss.reference holds independent
+NumPy implementations with the same signatures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+
+from . import _kernels
+from . import _validation as check
+
+
+class LossResult(NamedTuple):
+    """``(loss, grad)``: loss is a float for "mean"/"sum" and an ndarray for "none"; grad is
+    the derivative of the returned loss (of ``loss.sum()`` for "none"), or None."""
+
+    loss: Union[float, np.ndarray]
+    grad: Optional[np.ndarray]
+
+
+def _reduce(total: float, denominator: float, reduction: str, loss_out) -> Union[float, np.ndarray]:
+    if reduction == "none":
+        return loss_out
+    if reduction == "sum":
+        return float(total)
+    return total / denominator if denominator != 0 else math.nan
+
+
+def softmax_cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    reduction="mean",
+    compute_grad=True,
+    out=None,
+    n_threads=None,
+) -> LossResult:
+    r"""Softmax cross-entropy and its gradient with respect to the logits, in one pass.
+
+    Semantics of ``torch.nn.functional.cross_entropy``.
+
+    Parameters
+    ----------
+    logits : ndarray (N, C), float32 or float64
+    target : ndarray (N,) of integer class indices in [0, C) (or ``ignore_index``), or
+        ndarray (N, C) of class probabilities (any real dtype, converted to logits' dtype).
+    weight : array (C,), optional
+        Per-class weights w (all 1 when None).
+    ignore_index : int
+        Class-index targets equal to it contribute no loss and a zero gradient row. Must stay
+        at its default with probability targets.
+    label_smoothing : float in [0, 1]
+        eps: the target is mixed with the uniform distribution, (1 - eps) target + eps / C.
+    reduction : "mean" | "sum" | "none"
+    compute_grad, out, n_threads : see the README ("Arguments every loss takes").
+
+    Maths
+    -----
+    With m = max_c x_c and s = sum_c exp(x_c - m), the negative log-probability of class c
+    is ``-log p_c = log s - (x_c - m)`` (the stable form: never ``lse - x_c`` with a rounded
+    ``lse``). Per sample i, with coefficients a_c,
+
+        loss_i = sum_c a_c (-log p_c),        dloss_i/dx_j = S p_j - a_j,   S = sum_c a_c,
+
+        class index y:   a_c = (1 - eps) w_y [c == y] + (eps / C) w_c
+        probabilities t: a_c = w_c ((1 - eps) t_c + eps / C)
+
+    "mean" divides the sum by sum_i w_{y_i} over the samples not ignored (by their count
+    without weight) for class indices, and by N for probabilities; the gradient is that of
+    the returned loss. An empty batch or a zero denominator gives nan for "mean".
+    """
+    logits = check.float_input(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
+    n_samples, n_classes = logits.shape
+    if n_classes < 1:
+        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    threads = check.n_threads(n_threads)
+    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    eps = check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    dtype = logits.dtype
+
+    target_array = np.asarray(target)
+    if target_array.ndim == 1:
+        indices = check.class_indices(target_array, "target", n_samples)
+        probabilities = None
+    elif target_array.ndim == 2:
+        if target_array.dtype.kind not in "f":
+            raise TypeError(
+                "a 2-D target holds class probabilities and must have a floating dtype, got "
+                f"dtype {target_array.dtype} (class indices are a 1-D integer target)")
+        if ignore_index != -100:
+            raise ValueError("ignore_index applies only to class-index targets; leave it at "
+                             f"its default (-100) with probability targets, got {ignore_index}")
+        probabilities = check.float_target(target_array, "target", dtype, logits.shape)
+        indices = None
+    else:
+        raise ValueError("target must be 1-D class indices (N,) or 2-D probabilities (N, C), "
+                         f"got {target_array.ndim}-D shape {target_array.shape}")
+    weight_array = check.class_weight(weight, "weight", n_classes, dtype)
+    out = check.out_array(out, logits, {"target": target_array, "weight": weight})
+
+    if indices is not None:
+        denominator = check.check_indices_in_range(indices, "target", n_classes, ignore_index,
+                                                   weight_array)
+    else:
+        denominator = float(n_samples)
+    weight_sum = float(weight_array.sum(dtype=np.float64)) if weight_array is not None else float(n_classes)
+
+    # -------- nothing has been written up to here; from here on the call cannot fail
+    x = np.ascontiguousarray(logits)
+    grad = None
+    if compute_grad:
+        grad = out if out is not None else np.empty_like(x)
+    loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
+    grad_scale = 1.0
+    if reduction == "mean":
+        grad_scale = 1.0 / denominator if denominator != 0 else math.inf
+    total = _kernels.softmax_cross_entropy(
+        x, indices, probabilities, weight_array, ignore_index, eps, weight_sum, grad_scale,
+        grad, loss_out, threads)
+    return LossResult(_reduce(total, denominator, reduction, loss_out), grad)

@@ -1,0 +1,220 @@
+/*
+ * fl_math.h -- branch-free, vectorizable elementary functions for the fastloss kernels.
+ *
+ * Why not libm: a loop that calls scalar expf/logf does not vectorize, and on the machines
+ * fastloss targets such a kernel loses to NumPy's SIMD exp (see shared/PERFORMANCE.md).
+ * Every function here is straight-line code with selects (`c ? a : b`) instead of branches,
+ * so gcc's vectorizer turns a `#pragma omp simd` loop that calls it into SSE2/AVX2/AVX-512
+ * code, whichever the calling function is compiled for (fl_kernels.c compiles each kernel
+ * once per ISA and dispatches at run time).
+ *
+ * Accuracy (checked by tests/test_math.py against NumPy/libm in higher precision):
+ *   exp, log, log1p: about 1 ulp in float32 and float64.
+ *   nan propagates; +-inf, 0, overflow and gradual underflow behave as C99 Annex F says.
+ * Compile with -fno-trapping-math (value-safe) and never with -ffast-math: the selects and
+ * the nan tests below rely on IEEE semantics.
+ */
+#ifndef FASTLOSS_FL_MATH_H
+#define FASTLOSS_FL_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* always_inline: the functions must be inlined into the ISA-specific callers to vectorize.
+ * Inlining a default-target function into a target("arch=...") function is allowed. */
+#define FL_INLINE static inline __attribute__((always_inline))
+
+/* ---- bit casts (memcpy is the defined way; gcc turns it into a register move) ---- */
+FL_INLINE float fl_f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+FL_INLINE uint32_t fl_f32_bits(float f) { uint32_t u; memcpy(&u, &f, sizeof u); return u; }
+FL_INLINE double fl_f64_from_bits(uint64_t u) { double f; memcpy(&f, &u, sizeof f); return f; }
+FL_INLINE uint64_t fl_f64_bits(double f) { uint64_t u; memcpy(&u, &f, sizeof u); return u; }
+
+/* Round-to-nearest-integer without rint() (SSE2 has no vector round): adding and subtracting
+ * 1.5 * 2^(mantissa bits) rounds x to an integer for |x| < 2^22 (float) / 2^51 (double). */
+#define FL_ROUND_MAGIC_F32 0x1.8p23f
+#define FL_ROUND_MAGIC_F64 0x1.8p52
+
+/* 2^k for an integer-valued k in [-126, 127]. The low bits of (k + magic) hold k in two's
+ * complement; adding the exponent bias and shifting the exponent field into place makes the
+ * bits of 2^k (the magic's own high bits are shifted out of the word). */
+FL_INLINE float fl_exp2i_f32(float k)
+{
+    return fl_f32_from_bits((fl_f32_bits(k + FL_ROUND_MAGIC_F32) + 127u) << 23);
+}
+
+/* 2^k for an integer-valued k in [-1022, 1023]; same construction in 64 bits. */
+FL_INLINE double fl_exp2i_f64(double k)
+{
+    return fl_f64_from_bits((fl_f64_bits(k + FL_ROUND_MAGIC_F64) + 1023u) << 52);
+}
+
+/* ===================================== exp ===================================== */
+/*
+ * exp(x) = 2^k * exp(r),  k = rint(x / ln 2),  r = x - k ln 2 in [-ln2/2, ln2/2].
+ * r is computed with ln 2 split in two (Cody & Waite, "Software Manual for the Elementary
+ * Functions", 1980): k * LN2_HI is exact because LN2_HI has trailing zero bits.
+ * exp(r) = 1 + r + r^2 P(r), P fitted for least relative error on the interval
+ * (float32: degree 4, max rel. error 3.6e-9; float64: degree 9, 4.3e-18).
+ * 2^k is applied as two factors 2^k1 * 2^k2 so that results down into the subnormal range
+ * round once (gradual underflow) and results past the largest float become +inf.
+ */
+FL_INLINE float fl_exp_f32(float x)
+{
+    float xc = x < -104.0f ? -104.0f : x;   /* exp(-104) < 2^-150: rounds to 0 */
+    xc = xc > 89.0f ? 89.0f : xc;           /* exp(89) > FLT_MAX: rounds to inf */
+    xc = (x == x) ? xc : 0.0f;              /* keep nan out of the integer arithmetic */
+    const float k = (xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
+    float r = xc - k * 0x1.62e4p-1f;
+    r = r - k * 0x1.7f7d1cp-20f;
+    const float p = 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
+                    + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
+    const float er = 1.0f + (r + r * r * p);
+    const float k1 = (k * 0.5f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
+    const float k2 = k - k1;
+    const float y = (er * fl_exp2i_f32(k1)) * fl_exp2i_f32(k2);
+    return (x == x) ? y : x;
+}
+
+/*
+ * exp for x <= 0 as the softmax needs it (x = logit - row max). One scale factor instead of
+ * two, so results below FLT_MIN (x < -87.33) are returned as 0 instead of subnormals: such a
+ * term is below 1.2e-38 against a softmax denominator >= 1. nan in, nan out.
+ */
+FL_INLINE float fl_exp_nonpos_f32(float x)
+{
+    const float lo = -0x1.5d589ep+6f;       /* -87.33: ln(FLT_MIN), so k >= -126 */
+    float xc = x < lo ? lo : x;
+    xc = xc > 0.0f ? 0.0f : xc;
+    xc = (x == x) ? xc : 0.0f;
+    const float k = (xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
+    float r = xc - k * 0x1.62e4p-1f;
+    r = r - k * 0x1.7f7d1cp-20f;
+    const float p = 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
+                    + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
+    const float y = (1.0f + (r + r * r * p)) * fl_exp2i_f32(k);
+    const float z = x < lo ? 0.0f : y;
+    return (x == x) ? z : x;
+}
+
+FL_INLINE double fl_exp_f64(double x)
+{
+    double xc = x < -746.0 ? -746.0 : x;     /* exp(-746) < 2^-1075: rounds to 0 */
+    xc = xc > 710.0 ? 710.0 : xc;            /* exp(710) > DBL_MAX */
+    xc = (x == x) ? xc : 0.0;
+    const double k = (xc * 0x1.71547652b82fep+0 + FL_ROUND_MAGIC_F64) - FL_ROUND_MAGIC_F64;
+    double r = xc - k * 0x1.62e42feep-1;
+    r = r - k * 0x1.a39ef35793c76p-33;
+    const double p = 0x1.000000000000bp-1 + r * (0x1.5555555555513p-3
+        + r * (0x1.55555555500b2p-5 + r * (0x1.1111111121b01p-7
+        + r * (0x1.6c16c18581530p-10 + r * (0x1.a01a014a32d85p-13
+        + r * (0x1.a019970598987p-16 + r * (0x1.71dedfc117959p-19
+        + r * (0x1.28afdbfa89bf0p-22 + r * 0x1.adeb8db5d7212p-26))))))));
+    const double er = 1.0 + (r + r * r * p);
+    const double k1 = (k * 0.5 + FL_ROUND_MAGIC_F64) - FL_ROUND_MAGIC_F64;
+    const double k2 = k - k1;
+    const double y = (er * fl_exp2i_f64(k1)) * fl_exp2i_f64(k2);
+    return (x == x) ? y : x;
+}
+
+/* float64 softmax exp: the full function; the float64 kernels are memory-bound. */
+FL_INLINE double fl_exp_nonpos_f64(double x) { return fl_exp_f64(x); }
+
+/* ===================================== log ===================================== */
+/*
+ * log(x) = e ln2 + log(m),  x = 2^e m,  m in [sqrt(1/2), sqrt(2)).
+ * With f = m - 1 (exact) and s = f / (2 + f):  log(1 + f) = 2 atanh(s) = 2s + s R(s^2),
+ * R(z) = sum_k 2 z^k / (2k + 1), |s| <= 0.1716, truncated where the next term is below
+ * the format's rounding error. Since 2s = f - s f, log(1 + f) = f - s (f - R): the exact
+ * leading term f carries the result and only a small correction is rounded.
+ * Subnormal x is scaled by 2^23 (2^52) first. The exponent and mantissa are split with a
+ * logical shift of bits(x) + (bits(1) - bits(sqrt(1/2))), which vectorizes without the
+ * 64-bit arithmetic shift that AVX2 lacks.
+ */
+FL_INLINE float fl_log_f32(float x)
+{
+    const int tiny = x < 0x1p-126f;
+    const float xs = tiny ? x * 0x1p23f : x;
+    const uint32_t u = fl_f32_bits(xs) + (0x3f800000u - 0x3f3504f3u);
+    const float e = (float)(int32_t)(u >> 23) - (tiny ? 127.0f + 23.0f : 127.0f);
+    const float m = fl_f32_from_bits((u & 0x007fffffu) + 0x3f3504f3u);
+    const float f = m - 1.0f;
+    const float s = f / (2.0f + f);
+    const float z = s * s;
+    const float R = z * (0x1.555556p-1f + z * (0x1.99999ap-2f + z * (0x1.24924ap-2f
+                    + z * 0x1.c71c72p-3f)));
+    const float log1pf_ = f - s * (f - R);
+    float y = e * 0x1.62e4p-1f + (e * 0x1.7f7d1cp-20f + log1pf_);
+    y = (x == 0.0f) ? -__builtin_inff() : y;
+    y = (x < 0.0f) ? __builtin_nanf("") : y;
+    y = (x == __builtin_inff()) ? x : y;
+    return (x == x) ? y : x;
+}
+
+FL_INLINE double fl_log_f64(double x)
+{
+    const int tiny = x < 0x1p-1022;
+    const double xs = tiny ? x * 0x1p52 : x;
+    const uint64_t u = fl_f64_bits(xs) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
+    /* (u >> 52) as a double, exactly, via the 2^52 magic (no int64 -> double convert) */
+    const double e = (fl_f64_from_bits((u >> 52) | 0x4330000000000000ull) - 0x1p52)
+                     - (tiny ? 1023.0 + 52.0 : 1023.0);
+    const double m = fl_f64_from_bits((u & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    const double R = z * (2.0 / 3 + z * (2.0 / 5 + z * (2.0 / 7 + z * (2.0 / 9
+        + z * (2.0 / 11 + z * (2.0 / 13 + z * (2.0 / 15 + z * (2.0 / 17 + z * (2.0 / 19)))))))));
+    const double log1p_ = f - s * (f - R);
+    double y = e * 0x1.62e42feep-1 + (e * 0x1.a39ef35793c76p-33 + log1p_);
+    y = (x == 0.0) ? -__builtin_inf() : y;
+    y = (x < 0.0) ? __builtin_nan("") : y;
+    y = (x == __builtin_inf()) ? x : y;
+    return (x == x) ? y : x;
+}
+
+/* ============================ the derived functions ============================ */
+/*
+ * log1p(x) = log(u) + (x - (u - 1)) / u with u = 1 + x rounded: u - 1 is exact, so the
+ * second term is the first-order correction for the rounding of 1 + x (Goldberg, "What
+ * every computer scientist should know about floating-point arithmetic", 1991, Thm. 4).
+ * The correction is dropped where it is not defined: u == 0 (x = -1) and x huge or inf;
+ * where 1 + x rounds to 1, log1p(x) rounds to x itself.
+ *
+ * softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))
+ * log_sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|))
+ * sigmoid(x): with e = exp(-|x|), 1 / (1 + e) for x >= 0 and e / (1 + e) otherwise, so
+ * neither branch overflows.
+ * Stamped out once per precision from one definition.
+ */
+#define FL_DEFINE_DERIVED(T, SFX, BIG)                                              \
+FL_INLINE T fl_log1p_##SFX(T x)                                                     \
+{                                                                                   \
+    const T u = (T)1 + x;                                                           \
+    const T c = (x - (u - (T)1)) / u;                                               \
+    const T y = fl_log_##SFX(u) + ((u != (T)0 && x < (T)BIG) ? c : (T)0);          \
+    return (u == (T)1) ? x : y;   /* |x| < ulp(1)/2: log1p(x) rounds to x, sign of 0 kept */\
+}                                                                                   \
+FL_INLINE T fl_softplus_##SFX(T x)                                                  \
+{                                                                                   \
+    const T ax = x < (T)0 ? -x : x;                                                 \
+    return (x > (T)0 ? x : (T)0) + fl_log1p_##SFX(fl_exp_##SFX(-ax));                \
+}                                                                                   \
+FL_INLINE T fl_log_sigmoid_##SFX(T x)                                               \
+{                                                                                   \
+    const T ax = x < (T)0 ? -x : x;                                                 \
+    return (x < (T)0 ? x : (T)0) - fl_log1p_##SFX(fl_exp_##SFX(-ax));                \
+}                                                                                   \
+FL_INLINE T fl_sigmoid_##SFX(T x)                                                   \
+{                                                                                   \
+    const T ax = x < (T)0 ? -x : x;                                                 \
+    const T e = fl_exp_##SFX(-ax);                                                  \
+    return (x >= (T)0 ? (T)1 : e) / ((T)1 + e);                                     \
+}
+
+FL_DEFINE_DERIVED(float, f32, 0x1p24f)
+FL_DEFINE_DERIVED(double, f64, 0x1p53)
+
+#undef FL_DEFINE_DERIVED
+
+#endif /* FASTLOSS_FL_MATH_H */

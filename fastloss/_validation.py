@@ -1,0 +1,174 @@
+"""Argument checks shared by every loss function (and by fastloss.reference).
+
+Every check runs before any kernel does and writes nothing, so a call that raises leaves its
+inputs and ``out`` untouched. Messages name the argument, what was expected and what was
+given. The kernels trust what passes here: C-contiguous arrays of the input's dtype, class
+indices in range, ``out`` of the right shape and dtype and not overlapping an input.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Optional
+
+import numpy as np
+
+from . import _kernels
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+REDUCTIONS = ("mean", "sum", "none")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    return f"{type(value).__name__} {value!r}" if np.isscalar(value) else type(value).__name__
+
+
+def float_input(array, name: str) -> np.ndarray:
+    """The differentiated input: a float32/float64 ndarray, returned as given."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy.ndarray of dtype float32 or float64, got {_describe(array)}"
+        )
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64 (the supported dtypes), "
+            f"got dtype {array.dtype}"
+        )
+    return array
+
+
+def reduction(value) -> str:
+    if not isinstance(value, str) or value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {value!r}")
+    return value
+
+
+def n_threads(value) -> int:
+    """Resolve n_threads once: None means OpenMP's current default (OMP_NUM_THREADS,
+    threadpoolctl limits); otherwise an int >= 1."""
+    if value is None:
+        return max(1, _kernels.default_n_threads())
+    if isinstance(value, bool):
+        raise TypeError(f"n_threads must be None or an int >= 1, got {value!r}")
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"n_threads must be None or an int >= 1, got {_describe(value)}") from None
+    if count < 1:
+        raise ValueError(f"n_threads must be None or an int >= 1, got {count}")
+    return count
+
+
+def real_scalar(value, name: str, *, low=None, high=None, low_open=False) -> float:
+    """A finite real number in [low, high] (or (low, high] with low_open)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    number = float(value)
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and number > high
+    if math.isnan(number) or below or above:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        interval = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + ("]" if high is not None else ")")
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return number
+
+
+def integer_scalar(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
+
+
+def grad_request(compute_grad, out) -> bool:
+    if not isinstance(compute_grad, (bool, np.bool_)):
+        raise TypeError(f"compute_grad must be True or False, got {compute_grad!r}")
+    if out is not None and not compute_grad:
+        raise ValueError("out was given together with compute_grad=False; "
+                         "pass out only when the gradient is computed")
+    return bool(compute_grad)
+
+
+def float_target(target, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """Real-valued targets (probabilities, regression targets): any real dtype, converted to
+    the input's dtype; the shape must equal `shape`."""
+    array = np.asarray(target)
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def class_indices(target, name: str, n_samples: int) -> np.ndarray:
+    """Integer class indices of shape (n_samples,), as a C-contiguous int64 array."""
+    array = np.asarray(target)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} holds class indices and must have an integer dtype, "
+                        f"got dtype {array.dtype}")
+    if array.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},) to match the input's "
+                         f"{n_samples} samples, got shape {array.shape}")
+    if array.dtype == np.uint64 and array.size and array.max() > _INT64_MAX:
+        position = int(np.argmax(array > _INT64_MAX))
+        raise ValueError(f"{name} contains class index {int(array[position])} at position "
+                         f"{position}, which is out of range")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def check_indices_in_range(indices: np.ndarray, name: str, n_classes: int, ignore_index: int,
+                           weight: Optional[np.ndarray]) -> float:
+    """Every index in [0, n_classes) or == ignore_index; returns the mean's denominator
+    (count of kept targets, or the sum of their class weights)."""
+    bad, denominator = _kernels.check_class_indices(indices, n_classes, ignore_index, weight)
+    if bad >= 0:
+        raise ValueError(
+            f"{name} contains class index {int(indices[bad])} at position {bad}, outside "
+            f"[0, {n_classes}) and not ignore_index={ignore_index}"
+        )
+    return denominator
+
+
+def class_weight(weight, name: str, n_classes: int, dtype: np.dtype) -> Optional[np.ndarray]:
+    if weight is None:
+        return None
+    array = np.asarray(weight)
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.shape != (n_classes,):
+        raise ValueError(f"{name} must have shape ({n_classes},), one weight per class, "
+                         f"got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def out_array(out, like: np.ndarray, inputs: dict) -> Optional[np.ndarray]:
+    """`out` receives the gradient: same shape and dtype as `like` (the differentiated input),
+    C-contiguous, writeable; it may be `like` itself (in place) but must not overlap any of
+    `inputs` (name -> array), nor overlap `like` other than being exactly it."""
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"out must be a numpy.ndarray or None, got {_describe(out)}")
+    if out.shape != like.shape or out.dtype != like.dtype:
+        raise ValueError(f"out must have shape {like.shape} and dtype {like.dtype} (those of "
+                         f"the input), got shape {out.shape} and dtype {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    same_as_input = (out.__array_interface__["data"][0] == like.__array_interface__["data"][0]
+                     and like.flags.c_contiguous)
+    if not same_as_input and np.may_share_memory(out, like) and np.shares_memory(out, like):
+        raise ValueError("out overlaps the input without being the input itself; pass the "
+                         "input itself for an in-place gradient, or a separate array")
+    for name, array in inputs.items():
+        if array is not None and np.may_share_memory(out, array) and np.shares_memory(out, array):
+            raise ValueError(f"out overlaps {name}; the gradient would overwrite it")
+    return out

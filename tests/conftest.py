@@ -1,0 +1,1 @@
+"""Shared fixtures and the registry-driven parametrization of the test suite."""
