@@ -126,7 +126,7 @@ def softmax_cross_entropy(
     loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
-        grad_scale = 1.0 / denominator if denominator != 0 else math.inf
+        grad_scale = 1.0 / denominator if denominator != 0 else math.nan
     total = _kernels.softmax_cross_entropy(
         x, indices, probabilities, weight_array, ignore_index, eps, weight_sum, grad_scale,
         grad, loss_out, threads)

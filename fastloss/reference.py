@@ -36,7 +36,7 @@ def _finish(per_sample: np.ndarray, grad_per_sample: np.ndarray, denominator: fl
     else:
         total = float(per_sample.sum(dtype=np.float64))
         loss = total / denominator if denominator != 0 else math.nan
-        scale = 1.0 / denominator if denominator != 0 else math.inf
+        scale = 1.0 / denominator if denominator != 0 else math.nan
     grad = None
     if compute_grad:
         with np.errstate(invalid="ignore"):
@@ -97,8 +97,10 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
             w_y = np.where(kept, w_full[y_safe], 0).astype(dtype)
             # nll part: -(1 - eps) w_y log p_y;  smoothing part: -(eps/C) sum_c w_c log p_c
             nll = -logp[rows, y_safe]
-            smooth = -(logp * w_full).sum(axis=1)
-            per_sample = (1 - eps) * w_y * nll + np.where(kept, eps / n_classes * smooth, 0)
+            per_sample = (1 - eps) * w_y * nll
+            if eps > 0:  # (skipped at eps = 0: a -inf logit would make 0 * inf = nan)
+                smooth = -(logp * w_full).sum(axis=1)
+                per_sample = per_sample + np.where(kept, eps / n_classes * smooth, 0)
             onehot = np.zeros_like(x)
             onehot[rows, y_safe] = 1
             grad = ((1 - eps) * w_y[:, None] * (p - onehot)
