@@ -7,12 +7,24 @@ implementations the kernels are tested against.
 
 from . import _kernels
 from ._api import LossResult, softmax_cross_entropy
+from ._api import (
+    binary_cross_entropy_with_logits,
+    huber,
+    sigmoid_focal,
+    smooth_l1,
+    softmax_focal,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LossResult",
     "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "huber",
+    "smooth_l1",
+    "sigmoid_focal",
+    "softmax_focal",
     "openmp_enabled",
     "show_config",
     "simd_level",

@@ -52,6 +52,91 @@ cdef extern from "fl_kernels.h" nogil:
         double weight_sum
         double grad_scale
 
+    # ---- the element-wise losses and softmax focal
+    int FL_ELEMENTWISE_CHUNK
+
+    ctypedef struct fl_bce_args_f32:
+        const float *logits
+        const float *target
+        const float *weight
+        const float *pos_weight
+        float *grad
+        float *loss_out
+        int64_t weight_period
+        int64_t pos_weight_period
+        double grad_scale
+
+    ctypedef struct fl_bce_args_f64:
+        const double *logits
+        const double *target
+        const double *weight
+        const double *pos_weight
+        double *grad
+        double *loss_out
+        int64_t weight_period
+        int64_t pos_weight_period
+        double grad_scale
+
+    ctypedef struct fl_huber_args_f32:
+        const float *input
+        const float *target
+        float *grad
+        float *loss_out
+        double delta
+        double loss_scale
+        double grad_scale
+
+    ctypedef struct fl_huber_args_f64:
+        const double *input
+        const double *target
+        double *grad
+        double *loss_out
+        double delta
+        double loss_scale
+        double grad_scale
+
+    ctypedef struct fl_sigmoid_focal_args_f32:
+        const float *logits
+        const float *target
+        float *grad
+        float *loss_out
+        double alpha
+        double gamma
+        double grad_scale
+
+    ctypedef struct fl_sigmoid_focal_args_f64:
+        const double *logits
+        const double *target
+        double *grad
+        double *loss_out
+        double alpha
+        double gamma
+        double grad_scale
+
+    ctypedef struct fl_softmax_focal_args_f32:
+        const float *logits
+        const int64_t *target
+        const float *alpha
+        float *grad
+        float *loss_out
+        int64_t n_classes
+        int64_t ignore_index
+        double alpha_scalar
+        double gamma
+        double grad_scale
+
+    ctypedef struct fl_softmax_focal_args_f64:
+        const double *logits
+        const int64_t *target
+        const double *alpha
+        double *grad
+        double *loss_out
+        int64_t n_classes
+        int64_t ignore_index
+        double alpha_scalar
+        double gamma
+        double grad_scale
+
     int FL_MATH_COUNT
     ctypedef struct fl_kernel_table:
         const char *isa
@@ -59,6 +144,14 @@ cdef extern from "fl_kernels.h" nogil:
         fl_block_fn softmax_ce_f64
         fl_math_f32_fn math_f32[7]
         fl_math_f64_fn math_f64[7]
+        fl_block_fn bce_f32
+        fl_block_fn bce_f64
+        fl_block_fn huber_f32
+        fl_block_fn huber_f64
+        fl_block_fn sigmoid_focal_f32
+        fl_block_fn sigmoid_focal_f64
+        fl_block_fn softmax_focal_f32
+        fl_block_fn softmax_focal_f64
 
     int FL_ISA_COUNT
     int fl_isa_compiled(int level)
@@ -203,6 +296,154 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
             else:
                 denominator += 1.0
     return bad, denominator
+
+
+# ------------------------------------------------------------------ element-wise losses
+#
+# Items are elements, in blocks of BLOCK_ELEMENTS; the arrays are flat views of C-contiguous
+# inputs of any shape. Each function returns the sum of the (unscaled) element losses and
+# writes grad (times grad_scale) and loss_out where they are not None.
+
+# A periodic weight buffer (see fl_kernels.h) must hold its period plus this many entries.
+ELEMENTWISE_CHUNK = FL_ELEMENTWISE_CHUNK
+
+
+def binary_cross_entropy_with_logits(cnp.ndarray logits, cnp.ndarray target,
+                                     cnp.ndarray weight, int64_t weight_period,
+                                     cnp.ndarray pos_weight, int64_t pos_weight_period,
+                                     double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out,
+                                     int n_threads):
+    """weight / pos_weight: None, or periodic buffers of logits' dtype (fl_kernels.h)."""
+    cdef fl_bce_args_f32 args32
+    cdef fl_bce_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
+        args32.logits = <const float *>cnp.PyArray_DATA(logits)
+        args32.target = <const float *>cnp.PyArray_DATA(target)
+        args32.weight = <const float *>data_or_null(weight)
+        args32.pos_weight = <const float *>data_or_null(pos_weight)
+        args32.grad = <float *>data_or_null(grad)
+        args32.loss_out = <float *>data_or_null(loss_out)
+        args32.weight_period = weight_period
+        args32.pos_weight_period = pos_weight_period
+        args32.grad_scale = grad_scale
+        args = &args32
+        fn = fl_kernels().bce_f32
+    else:
+        args64.logits = <const double *>cnp.PyArray_DATA(logits)
+        args64.target = <const double *>cnp.PyArray_DATA(target)
+        args64.weight = <const double *>data_or_null(weight)
+        args64.pos_weight = <const double *>data_or_null(pos_weight)
+        args64.grad = <double *>data_or_null(grad)
+        args64.loss_out = <double *>data_or_null(loss_out)
+        args64.weight_period = weight_period
+        args64.pos_weight_period = pos_weight_period
+        args64.grad_scale = grad_scale
+        args = &args64
+        fn = fl_kernels().bce_f64
+    return run_blocks(fn, args, cnp.PyArray_SIZE(logits), BLOCK_ELEMENTS, 1, n_threads)
+
+
+def huber(cnp.ndarray input, cnp.ndarray target, double delta, double loss_scale,
+          double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
+    """Huber with threshold delta, times loss_scale (smooth L1: delta = beta, 1 / beta)."""
+    cdef fl_huber_args_f32 args32
+    cdef fl_huber_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    if cnp.PyArray_TYPE(input) == cnp.NPY_FLOAT:
+        args32.input = <const float *>cnp.PyArray_DATA(input)
+        args32.target = <const float *>cnp.PyArray_DATA(target)
+        args32.grad = <float *>data_or_null(grad)
+        args32.loss_out = <float *>data_or_null(loss_out)
+        args32.delta = delta
+        args32.loss_scale = loss_scale
+        args32.grad_scale = grad_scale
+        args = &args32
+        fn = fl_kernels().huber_f32
+    else:
+        args64.input = <const double *>cnp.PyArray_DATA(input)
+        args64.target = <const double *>cnp.PyArray_DATA(target)
+        args64.grad = <double *>data_or_null(grad)
+        args64.loss_out = <double *>data_or_null(loss_out)
+        args64.delta = delta
+        args64.loss_scale = loss_scale
+        args64.grad_scale = grad_scale
+        args = &args64
+        fn = fl_kernels().huber_f64
+    return run_blocks(fn, args, cnp.PyArray_SIZE(input), BLOCK_ELEMENTS, 1, n_threads)
+
+
+def sigmoid_focal(cnp.ndarray logits, cnp.ndarray target, double alpha, double gamma,
+                  double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
+    """torchvision's sigmoid focal loss; alpha < 0 turns the alpha factor off."""
+    cdef fl_sigmoid_focal_args_f32 args32
+    cdef fl_sigmoid_focal_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
+        args32.logits = <const float *>cnp.PyArray_DATA(logits)
+        args32.target = <const float *>cnp.PyArray_DATA(target)
+        args32.grad = <float *>data_or_null(grad)
+        args32.loss_out = <float *>data_or_null(loss_out)
+        args32.alpha = alpha
+        args32.gamma = gamma
+        args32.grad_scale = grad_scale
+        args = &args32
+        fn = fl_kernels().sigmoid_focal_f32
+    else:
+        args64.logits = <const double *>cnp.PyArray_DATA(logits)
+        args64.target = <const double *>cnp.PyArray_DATA(target)
+        args64.grad = <double *>data_or_null(grad)
+        args64.loss_out = <double *>data_or_null(loss_out)
+        args64.alpha = alpha
+        args64.gamma = gamma
+        args64.grad_scale = grad_scale
+        args = &args64
+        fn = fl_kernels().sigmoid_focal_f64
+    return run_blocks(fn, args, cnp.PyArray_SIZE(logits), BLOCK_ELEMENTS, 1, n_threads)
+
+
+def softmax_focal(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray alpha,
+                  double alpha_scalar, double gamma, int64_t ignore_index, double grad_scale,
+                  cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
+    """Sum over rows of -alpha_y (1 - p_y)^gamma log p_y; alpha (C,) or None (then
+    alpha_scalar for every class); target (N,) int64 checked by the caller."""
+    cdef fl_softmax_focal_args_f32 args32
+    cdef fl_softmax_focal_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
+    cdef int64_t rows_per_block = max(1, BLOCK_ELEMENTS // max(n_classes, 1))
+    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
+        args32.logits = <const float *>cnp.PyArray_DATA(logits)
+        args32.target = <const int64_t *>cnp.PyArray_DATA(target)
+        args32.alpha = <const float *>data_or_null(alpha)
+        args32.grad = <float *>data_or_null(grad)
+        args32.loss_out = <float *>data_or_null(loss_out)
+        args32.n_classes = n_classes
+        args32.ignore_index = ignore_index
+        args32.alpha_scalar = alpha_scalar
+        args32.gamma = gamma
+        args32.grad_scale = grad_scale
+        args = &args32
+        fn = fl_kernels().softmax_focal_f32
+    else:
+        args64.logits = <const double *>cnp.PyArray_DATA(logits)
+        args64.target = <const int64_t *>cnp.PyArray_DATA(target)
+        args64.alpha = <const double *>data_or_null(alpha)
+        args64.grad = <double *>data_or_null(grad)
+        args64.loss_out = <double *>data_or_null(loss_out)
+        args64.n_classes = n_classes
+        args64.ignore_index = ignore_index
+        args64.alpha_scalar = alpha_scalar
+        args64.gamma = gamma
+        args64.grad_scale = grad_scale
+        args = &args64
+        fn = fl_kernels().softmax_focal_f64
+    return run_blocks(fn, args, n_rows, rows_per_block, n_classes, n_threads)
 
 
 def math_apply(str name, cnp.ndarray x, cnp.ndarray out):

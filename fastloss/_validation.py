@@ -172,3 +172,36 @@ def out_array(out, like: np.ndarray, inputs: dict) -> Optional[np.ndarray]:
         if array is not None and np.may_share_memory(out, array) and np.shares_memory(out, array):
             raise ValueError(f"out overlaps {name}; the gradient would overwrite it")
     return out
+
+
+# ------------------------------------------------------------- element-wise loss arguments
+
+def broadcast_weight(weight, name: str, shape: tuple, dtype: np.dtype):
+    """A weight broadcastable to `shape`, as ``(values, period)`` for the kernels, or None.
+
+    Element i (in C order) of the broadcast weight is ``values[i % period]``:
+    - a weight that varies only along trailing axes it shares with the input (a scalar, a
+      (C,) weight along the last axis, an (H, W) weight of an (N, H, W) input, or the
+      input's full shape) is kept as is: ``values`` is its flattened data and ``period`` its
+      size, so no broadcast copy is made;
+    - any other broadcastable shape (e.g. a per-row (N, 1) weight) is expanded once into a
+      C-contiguous array of the input's shape (period = its size).
+    """
+    if weight is None:
+        return None
+    array = np.asarray(weight)
+    if array.dtype.kind not in "fiu" or array.dtype == np.bool_:
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    try:
+        broadcastable = np.broadcast_shapes(array.shape, shape) == tuple(shape)
+    except ValueError:
+        broadcastable = False
+    if not broadcastable:
+        raise ValueError(f"{name} must be broadcastable to the input's shape {shape}, "
+                         f"got shape {array.shape}")
+    padded = (1,) * (len(shape) - array.ndim) + array.shape
+    first = next((axis for axis, size in enumerate(padded) if size != 1), len(shape))
+    if padded[first:] == tuple(shape[first:]):
+        return np.ascontiguousarray(array, dtype=dtype).reshape(-1), max(1, math.prod(shape[first:]))
+    full = np.ascontiguousarray(np.broadcast_to(array.astype(dtype, copy=False), shape))
+    return full.reshape(-1), max(1, full.size)

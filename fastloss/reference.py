@@ -16,7 +16,14 @@ import numpy as np
 from . import _validation as check
 from ._api import LossResult
 
-__all__ = ["softmax_cross_entropy"]
+__all__ = [
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "huber",
+    "smooth_l1",
+    "sigmoid_focal",
+    "softmax_focal",
+]
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -114,3 +121,157 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
             grad = wq.sum(axis=1, keepdims=True) * p - wq
             denominator = float(n)
     return _finish(per_sample, grad, denominator, reduction, compute_grad, out, dtype)
+
+
+# ===================================================================== element-wise losses
+
+def _elementwise_args(input, target, name, reduction, compute_grad, out, n_threads, inputs):
+    x = check.float_input(input, name)
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    check.n_threads(n_threads)
+    t = check.float_target(target, "target", x.dtype, x.shape)
+    out = check.out_array(out, x, dict(inputs, target=target))
+    return np.asarray(x), t, reduction, compute_grad, out
+
+
+def _softplus(z):
+    """log(1 + exp(z)) without overflow."""
+    return np.logaddexp(0, z)
+
+
+def _log_sigmoid(z):
+    return -np.logaddexp(0, -z)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean", compute_grad=True, out=None,
+                                     n_threads=None):
+    """NumPy reference of fastloss.binary_cross_entropy_with_logits (torch's
+    F.binary_cross_entropy_with_logits): the textbook form
+    (1 - t) x + (1 + (p - 1) t) (log1p(exp(-|x|)) + max(-x, 0)), times w."""
+    x, t, reduction, compute_grad, out = _elementwise_args(
+        logits, target, "logits", reduction, compute_grad, out, n_threads,
+        {"weight": weight, "pos_weight": pos_weight})
+    dtype = x.dtype
+    check.broadcast_weight(weight, "weight", x.shape, dtype)
+    check.broadcast_weight(pos_weight, "pos_weight", x.shape, dtype)
+    w = 1 if weight is None else np.asarray(weight).astype(dtype)
+    p = 1 if pos_weight is None else np.asarray(pos_weight).astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        coefficient = 1 + (p - 1) * t
+        per_element = w * ((1 - t) * x + coefficient * (np.log1p(np.exp(-np.abs(x)))
+                                                        + np.maximum(-x, 0)))
+        # d/dx: (1 - t) sigmoid(x) - p t sigmoid(-x), each sigmoid from its own log form
+        grad = w * ((1 - t) * np.exp(_log_sigmoid(x)) - p * t * np.exp(_log_sigmoid(-x)))
+    per_element = np.broadcast_to(per_element, x.shape)
+    grad = np.broadcast_to(grad, x.shape)
+    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, dtype)
+
+
+def huber(input, target, *, delta=1.0, reduction="mean", compute_grad=True, out=None,
+          n_threads=None):
+    """NumPy reference of fastloss.huber (torch's F.huber_loss)."""
+    delta = check.real_scalar(delta, "delta", low=0.0, low_open=True)
+    x, t, reduction, compute_grad, out = _elementwise_args(
+        input, target, "input", reduction, compute_grad, out, n_threads, {})
+    d = x - t
+    inside = np.abs(d) < delta
+    with np.errstate(invalid="ignore", over="ignore"):
+        per_element = np.where(inside, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta))
+        grad = np.where(inside, d, delta * np.sign(d))
+    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, x.dtype)
+
+
+def smooth_l1(input, target, *, beta=1.0, reduction="mean", compute_grad=True, out=None,
+              n_threads=None):
+    """NumPy reference of fastloss.smooth_l1 (torch's F.smooth_l1_loss, beta > 0)."""
+    beta = check.real_scalar(beta, "beta", low=0.0, low_open=True)
+    x, t, reduction, compute_grad, out = _elementwise_args(
+        input, target, "input", reduction, compute_grad, out, n_threads, {})
+    d = x - t
+    inside = np.abs(d) < beta
+    with np.errstate(invalid="ignore", over="ignore"):
+        per_element = np.where(inside, 0.5 * d * d / beta, np.abs(d) - 0.5 * beta)
+        grad = np.where(inside, d / beta, np.sign(d))
+    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, x.dtype)
+
+
+def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
+                  compute_grad=True, out=None, n_threads=None):
+    """NumPy reference of fastloss.sigmoid_focal (torchvision.ops.sigmoid_focal_loss).
+
+    The focal factor's derivative gamma q^(gamma - 1) p (1 - p) is evaluated in log space,
+    exp((gamma - 1) log q + log p + log(1 - p)) with log q = logaddexp(log(1 - t) + log p,
+    log t + log(1 - p)), so it is finite where q rounds to 0."""
+    alpha = check.real_scalar(alpha, "alpha")
+    gamma = check.real_scalar(gamma, "gamma", low=0.0)
+    x, t, reduction, compute_grad, out = _elementwise_args(
+        logits, target, "logits", reduction, compute_grad, out, n_threads, {})
+    dtype = x.dtype
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_p = _log_sigmoid(x)
+        log_not_p = _log_sigmoid(-x)
+        p, not_p = np.exp(log_p), np.exp(log_not_p)
+        ce = (1 - t) * x + np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+        log_q = np.logaddexp(np.log1p(-t) + log_p, np.log(t) + log_not_p)
+        q = np.exp(log_q)
+        alpha_t = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else np.ones_like(x)
+        focal = q ** gamma
+        per_element = alpha_t * ce * focal
+        dce = (1 - t) * p - t * not_p
+        if gamma == 0:
+            dfocal = np.zeros_like(x)
+        else:
+            dfocal = gamma * (1 - 2 * t) * np.exp((gamma - 1) * log_q + log_p + log_not_p)
+        grad = alpha_t * (dce * focal + ce * dfocal)
+    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, dtype)
+
+
+def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
+                  reduction="mean", compute_grad=True, out=None, n_threads=None):
+    """NumPy reference of fastloss.softmax_focal: -alpha_y (1 - p_y)^gamma log p_y per row,
+    with 1 - p_y = -expm1(log p_y)."""
+    logits = check.float_input(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
+    n, n_classes = logits.shape
+    if n_classes < 1:
+        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    check.n_threads(n_threads)
+    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    gamma = check.real_scalar(gamma, "gamma", low=0.0)
+    dtype = logits.dtype
+    y = check.class_indices(target, "target", n)
+    if alpha is None:
+        alpha_full = np.ones(n_classes, dtype=dtype)
+    elif np.ndim(alpha) == 0:
+        value = alpha.item() if isinstance(alpha, np.ndarray) else alpha
+        alpha_full = np.full(n_classes, check.real_scalar(value, "alpha"), dtype=dtype)
+    else:
+        alpha_full = check.class_weight(alpha, "alpha", n_classes, dtype)
+    out = check.out_array(out, logits, {"target": target, "alpha": alpha})
+    check.check_indices_in_range(y, "target", n_classes, ignore_index, None)
+
+    x = np.asarray(logits)
+    kept = y != ignore_index
+    y_safe = np.where(kept, y, 0)
+    rows = np.arange(n)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        logp = _log_softmax(x)
+        p = np.exp(logp)
+        logp_y = logp[rows, y_safe]
+        p_y = np.exp(logp_y)
+        not_p_y = -np.expm1(logp_y)
+        a = alpha_full[y_safe]
+        focal = not_p_y ** gamma
+        per_sample = np.where(kept, -a * focal * logp_y, 0)
+        # K = o^gamma - gamma p_y o^(gamma - 1) log p_y, with -log(p_y) / o -> 1 as o -> 0
+        ratio = np.where(not_p_y > 0, -logp_y / not_p_y, 1)
+        K = focal * (1 + gamma * p_y * ratio) if gamma != 0 else np.ones_like(focal)
+        grad = (a * K)[:, None] * p
+        grad[rows, y_safe] = -(a * K) * not_p_y
+        grad = np.where(kept[:, None], grad, 0)
+    return _finish(per_sample, grad, float(kept.sum()), reduction, compute_grad, out, dtype)

@@ -36,6 +36,82 @@ typedef double (*fl_block_fn)(const void *args, int64_t begin, int64_t end);
 FL_DECLARE_SOFTMAX_CE_ARGS(float, f32)
 FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
 
+/* ---- element-wise losses (fl_elementwise.inc) and softmax focal (fl_softmax_focal.inc) ----
+ * The element-wise workers walk their block in chunks of FL_ELEMENTWISE_CHUNK elements (a
+ * chunk's scratch stays in L1; see PERFORMANCE.md item 7, loop fission).
+ *
+ * Periodic weights: element i's weight is weight[i % weight_period] without a broadcast copy.
+ * The worker reads weight[(s % weight_period) + k] for element s + k of a chunk starting at s
+ * (k < FL_ELEMENTWISE_CHUNK), so the buffer holds the period repeated up to at least
+ * weight_period + FL_ELEMENTWISE_CHUNK - 1 entries (the driver tiles a short period), or it is
+ * a full-size weight with weight_period = the number of elements. */
+#define FL_ELEMENTWISE_CHUNK 512
+
+/* Binary cross-entropy with logits: loss_i = w_i [(1 - t_i) softplus(x_i) + p_i t_i softplus(-x_i)],
+ * w = weight (periodic, or NULL for ones), p = pos_weight (periodic, or NULL for ones). */
+#define FL_DECLARE_BCE_ARGS(T, SFX)                                                  \
+    typedef struct {                                                                \
+        const T *logits;           /* (n,) */                                       \
+        const T *target;           /* (n,) */                                       \
+        const T *weight;           /* periodic weight, or NULL */                   \
+        const T *pos_weight;       /* periodic pos_weight, or NULL */               \
+        T *grad;                   /* (n,), NULL, or logits (in place) */           \
+        T *loss_out;               /* (n,) per-element losses, or NULL */           \
+        int64_t weight_period;                                                      \
+        int64_t pos_weight_period;                                                  \
+        double grad_scale;         /* the gradient is multiplied by this */         \
+    } fl_bce_args_##SFX;
+
+/* Huber loss with threshold delta, times loss_scale (smooth L1 with beta is Huber with
+ * delta = beta and loss_scale = 1 / beta). */
+#define FL_DECLARE_HUBER_ARGS(T, SFX)                                                \
+    typedef struct {                                                                \
+        const T *input;            /* (n,) */                                       \
+        const T *target;           /* (n,) */                                       \
+        T *grad;                   /* (n,), NULL, or input (in place) */            \
+        T *loss_out;               /* (n,) or NULL */                               \
+        double delta;              /* > 0 */                                        \
+        double loss_scale;         /* > 0 */                                        \
+        double grad_scale;                                                          \
+    } fl_huber_args_##SFX;
+
+/* Sigmoid focal loss (torchvision's): alpha < 0 turns the alpha factor off; gamma >= 0. */
+#define FL_DECLARE_SIGMOID_FOCAL_ARGS(T, SFX)                                        \
+    typedef struct {                                                                \
+        const T *logits;           /* (n,) */                                       \
+        const T *target;           /* (n,) */                                       \
+        T *grad;                   /* (n,), NULL, or logits (in place) */           \
+        T *loss_out;               /* (n,) or NULL */                               \
+        double alpha;                                                               \
+        double gamma;                                                               \
+        double grad_scale;                                                          \
+    } fl_sigmoid_focal_args_##SFX;
+
+/* Softmax focal loss over rows of an (N, C) C-contiguous array: per row
+ * -alpha_y (1 - p_y)^gamma log p_y. The driver has checked every class index. */
+#define FL_DECLARE_SOFTMAX_FOCAL_ARGS(T, SFX)                                        \
+    typedef struct {                                                                \
+        const T *logits;           /* (N, C) */                                     \
+        const int64_t *target;     /* (N,) class indices */                         \
+        const T *alpha;            /* (C,) per-class factors, or NULL */            \
+        T *grad;                   /* (N, C), NULL, or logits (in place) */         \
+        T *loss_out;               /* (N,) or NULL */                               \
+        int64_t n_classes;                                                          \
+        int64_t ignore_index;                                                       \
+        double alpha_scalar;       /* the factor of every class when alpha is NULL */ \
+        double gamma;                                                               \
+        double grad_scale;                                                          \
+    } fl_softmax_focal_args_##SFX;
+
+FL_DECLARE_BCE_ARGS(float, f32)
+FL_DECLARE_BCE_ARGS(double, f64)
+FL_DECLARE_HUBER_ARGS(float, f32)
+FL_DECLARE_HUBER_ARGS(double, f64)
+FL_DECLARE_SIGMOID_FOCAL_ARGS(float, f32)
+FL_DECLARE_SIGMOID_FOCAL_ARGS(double, f64)
+FL_DECLARE_SOFTMAX_FOCAL_ARGS(float, f32)
+FL_DECLARE_SOFTMAX_FOCAL_ARGS(double, f64)
+
 /* Element-wise math over an array, for the tests of the math layer. */
 typedef enum {
     FL_MATH_EXP = 0,
@@ -58,6 +134,11 @@ typedef struct {
     fl_block_fn softmax_ce_f64;
     fl_math_f32_fn math_f32[FL_MATH_COUNT];
     fl_math_f64_fn math_f64[FL_MATH_COUNT];
+    /* the element-wise losses and softmax focal */
+    fl_block_fn bce_f32, bce_f64;
+    fl_block_fn huber_f32, huber_f64;
+    fl_block_fn sigmoid_focal_f32, sigmoid_focal_f64;
+    fl_block_fn softmax_focal_f32, softmax_focal_f64;
 } fl_kernel_table;
 
 /* Instruction-set levels, lowest first. On non-x86 builds only FL_ISA_BASELINE exists. */
