@@ -149,7 +149,8 @@ def _elementwise_setup(input, target, name, reduction, compute_grad, out, n_thre
 
 def _elementwise_buffers(input, out, compute_grad, reduction):
     """(contiguous input, gradient buffer or None, per-element loss buffer or None, grad_scale)."""
-    x = np.ascontiguousarray(input)
+    # (np.ascontiguousarray would turn a 0-d input into shape (1,))
+    x = input if input.flags.c_contiguous else np.ascontiguousarray(input)
     grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
     loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
     grad_scale = 1.0

@@ -130,7 +130,8 @@ def _elementwise_args(input, target, name, reduction, compute_grad, out, n_threa
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
-    t = check.float_target(target, "target", x.dtype, x.shape)
+    # (float_target's np.ascontiguousarray makes a 0-d target 1-d)
+    t = check.float_target(target, "target", x.dtype, x.shape).reshape(x.shape)
     out = check.out_array(out, x, dict(inputs, target=target))
     return np.asarray(x), t, reduction, compute_grad, out
 
@@ -144,12 +145,21 @@ def _log_sigmoid(z):
     return -np.logaddexp(0, -z)
 
 
+def _logistic_loss(x, t, pos_weight=1):
+    """(1 - t) softplus(x) + p t softplus(-x) = -[p t log sigmoid(x) + (1 - t) log sigmoid(-x)].
+
+    At x = -inf this is nan, as PyTorch's form (1 - t) x + (1 + (p - 1) t) softplus(-x)
+    evaluates it (-inf + inf); the fastloss contract follows PyTorch on infinite inputs."""
+    loss = (1 - t) * _softplus(x) + pos_weight * t * _softplus(-x)
+    return np.where(x == -np.inf, np.nan, loss)
+
+
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", compute_grad=True, out=None,
                                      n_threads=None):
     """NumPy reference of fastloss.binary_cross_entropy_with_logits (torch's
-    F.binary_cross_entropy_with_logits): the textbook form
-    (1 - t) x + (1 + (p - 1) t) (log1p(exp(-|x|)) + max(-x, 0)), times w."""
+    F.binary_cross_entropy_with_logits): w [(1 - t) softplus(x) + p t softplus(-x)] with
+    softplus = logaddexp(0, .), gradient w [(1 - t) sigmoid(x) - p t sigmoid(-x)]."""
     x, t, reduction, compute_grad, out = _elementwise_args(
         logits, target, "logits", reduction, compute_grad, out, n_threads,
         {"weight": weight, "pos_weight": pos_weight})
@@ -159,9 +169,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     w = 1 if weight is None else np.asarray(weight).astype(dtype)
     p = 1 if pos_weight is None else np.asarray(pos_weight).astype(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        coefficient = 1 + (p - 1) * t
-        per_element = w * ((1 - t) * x + coefficient * (np.log1p(np.exp(-np.abs(x)))
-                                                        + np.maximum(-x, 0)))
+        per_element = w * _logistic_loss(x, t, p)
         # d/dx: (1 - t) sigmoid(x) - p t sigmoid(-x), each sigmoid from its own log form
         grad = w * ((1 - t) * np.exp(_log_sigmoid(x)) - p * t * np.exp(_log_sigmoid(-x)))
     per_element = np.broadcast_to(per_element, x.shape)
@@ -213,7 +221,7 @@ def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
         log_p = _log_sigmoid(x)
         log_not_p = _log_sigmoid(-x)
         p, not_p = np.exp(log_p), np.exp(log_not_p)
-        ce = (1 - t) * x + np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+        ce = _logistic_loss(x, t)
         log_q = np.logaddexp(np.log1p(-t) + log_p, np.log(t) + log_not_p)
         q = np.exp(log_q)
         alpha_t = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else np.ones_like(x)

@@ -93,3 +93,180 @@ def option_id(option: dict) -> str:
     if not option:
         return "default"
     return "-".join(f"{k.lstrip('_')}={v}" if v is not True else k for k, v in option.items())
+
+
+# ------------------------------------------------------------------- element-wise losses
+
+def _make_elementwise(rng, dtype, shape, option, target_kind):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    if target_kind == "hard":
+        target = (rng.random(shape) < 0.3).astype(dtype)
+    elif target_kind == "soft":
+        target = rng.random(shape).astype(dtype)
+    else:  # regression targets
+        target = (rng.standard_normal(shape) * 2).astype(dtype)
+    return x, target, {k: v for k, v in option.items() if not k.startswith("_")}
+
+
+# weight shapes the BCE maker can give: along the last axis (periodic, no copy), the
+# input's full shape, a scalar, per row (N, 1) (a broadcast the kernel expands once)
+def _bce_weight(rng, dtype, shape, kind):
+    weight_shape = {"last": shape[-1:], "full": shape, "scalar": (), "row": shape[:-1] + (1,)}[kind]
+    return rng.uniform(0.2, 2.0, weight_shape).astype(dtype)
+
+
+def _make_bce(rng, dtype, shape, option):
+    x, target, kwargs = _make_elementwise(rng, dtype, shape, option,
+                                          option.get("_target", "soft"))
+    if "_weight" in option:
+        kwargs["weight"] = _bce_weight(rng, dtype, shape, option["_weight"])
+    if option.get("_pos_weight"):
+        kwargs["pos_weight"] = rng.uniform(0.5, 4.0, shape[-1:]).astype(dtype)
+    return x, target, kwargs
+
+
+def _torch_bce(x, target, kwargs, reduction):
+    kw = {k: torch.as_tensor(v, dtype=x.dtype) for k, v in kwargs.items()}
+    return F.binary_cross_entropy_with_logits(x, torch.as_tensor(target, dtype=x.dtype),
+                                              reduction=reduction, **kw)
+
+
+BCE_WITH_LOGITS = LossCase(
+    name="binary_cross_entropy_with_logits",
+    make=_make_bce,
+    options=[
+        {},
+        {"_target": "hard"},
+        {"_weight": "last"},
+        {"_weight": "full"},
+        {"_weight": "scalar"},
+        {"_pos_weight": True},
+        {"_weight": "row", "_pos_weight": True, "_target": "hard"},
+    ],
+    torch_loss=_torch_bce,
+    shapes={"small": (37, 11), "threads": (300, 257)},
+)
+
+
+def _make_regression(rng, dtype, shape, option):
+    return _make_elementwise(rng, dtype, shape, option, "regression")
+
+
+def _torch_huber(x, target, kwargs, reduction):
+    return F.huber_loss(x, torch.as_tensor(target, dtype=x.dtype), reduction=reduction, **kwargs)
+
+
+def _torch_smooth_l1(x, target, kwargs, reduction):
+    return F.smooth_l1_loss(x, torch.as_tensor(target, dtype=x.dtype), reduction=reduction,
+                            **kwargs)
+
+
+HUBER = LossCase(
+    name="huber",
+    make=_make_regression,
+    options=[{}, {"delta": 0.5}, {"delta": 3.0}],
+    torch_loss=_torch_huber,
+    shapes={"small": (37, 11), "threads": (300, 257)},
+)
+
+SMOOTH_L1 = LossCase(
+    name="smooth_l1",
+    make=_make_regression,
+    options=[{}, {"beta": 0.5}, {"beta": 3.0}],
+    torch_loss=_torch_smooth_l1,
+    shapes={"small": (37, 11), "threads": (300, 257)},
+)
+
+
+def torchvision_sigmoid_focal(x, t, alpha=0.25, gamma=2.0, reduction="none"):
+    """torchvision.ops.sigmoid_focal_loss's formula, written in torch (torchvision is not a
+    test dependency)."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * t + (1 - alpha) * (1 - t)
+        loss = alpha_t * loss
+    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+
+
+def _make_sigmoid_focal(rng, dtype, shape, option):
+    return _make_elementwise(rng, dtype, shape, option, option.get("_target", "hard"))
+
+
+def _torch_sigmoid_focal(x, target, kwargs, reduction):
+    return torchvision_sigmoid_focal(x, torch.as_tensor(target, dtype=x.dtype),
+                                     reduction=reduction, **kwargs)
+
+
+SIGMOID_FOCAL = LossCase(
+    name="sigmoid_focal",
+    make=_make_sigmoid_focal,
+    options=[
+        {},
+        {"_target": "soft"},
+        {"alpha": -1.0},
+        {"gamma": 0.0},
+        {"gamma": 1.0, "alpha": 0.75},
+        {"gamma": 0.5},
+        {"gamma": 1.7, "alpha": -1.0, "_target": "soft"},
+    ],
+    torch_loss=_torch_sigmoid_focal,
+    shapes={"small": (37, 11), "threads": (300, 257)},
+)
+
+
+# ------------------------------------------------------------------------- softmax focal
+
+def _make_softmax_focal(rng, dtype, shape, option):
+    n, c = shape
+    logits = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    kwargs = {k: v for k, v in option.items() if not k.startswith("_")}
+    if option.get("_alpha") == "per_class":
+        kwargs["alpha"] = rng.uniform(0.2, 2.0, c).astype(dtype)
+    target = rng.integers(0, c, n)
+    if "ignore_index" in kwargs and n:
+        target[rng.random(n) < 0.3] = kwargs["ignore_index"]
+    return logits, target, kwargs
+
+
+def torch_softmax_focal(x, target, alpha=None, gamma=2.0, ignore_index=-100,
+                        reduction="mean"):
+    """-alpha_y (1 - p_y)^gamma log p_y per row, in torch; "mean" over the rows kept."""
+    y = torch.as_tensor(target)
+    kept = y != ignore_index
+    y_safe = torch.where(kept, y, torch.zeros_like(y))
+    log_p = F.log_softmax(x, dim=1).gather(1, y_safe[:, None])[:, 0]
+    if alpha is None:
+        factor = 1.0
+    elif np.ndim(alpha) == 0:
+        factor = float(alpha)
+    else:
+        factor = torch.as_tensor(alpha, dtype=x.dtype)[y_safe]
+    loss = -factor * (1 - log_p.exp()) ** gamma * log_p
+    loss = torch.where(kept, loss, torch.zeros_like(loss))
+    return {"none": loss, "sum": loss.sum(), "mean": loss.sum() / kept.sum()}[reduction]
+
+
+def _torch_softmax_focal(x, target, kwargs, reduction):
+    return torch_softmax_focal(x, target, reduction=reduction, **kwargs)
+
+
+SOFTMAX_FOCAL = LossCase(
+    name="softmax_focal",
+    make=_make_softmax_focal,
+    options=[
+        {},
+        {"gamma": 0.0},
+        {"alpha": 0.25, "gamma": 1.0},
+        {"_alpha": "per_class"},
+        {"gamma": 0.5, "ignore_index": 1},
+        {"_alpha": "per_class", "gamma": 3.5, "ignore_index": 2},
+    ],
+    torch_loss=_torch_softmax_focal,
+    shapes={"small": (37, 11), "threads": (700, 257)},
+    class_axis=True,
+)
+
+CASES.extend([BCE_WITH_LOGITS, HUBER, SMOOTH_L1, SIGMOID_FOCAL, SOFTMAX_FOCAL])
