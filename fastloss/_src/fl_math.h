@@ -77,24 +77,29 @@ FL_INLINE float fl_exp_f32(float x)
 }
 
 /*
- * exp for x <= 0 as the softmax needs it (x = logit - row max). One scale factor instead of
- * two, so results below FLT_MIN (x < -87.33) are returned as 0 instead of subnormals: such a
- * term is below 1.2e-38 against a softmax denominator >= 1. nan in, nan out.
+ * exp for x <= 0 as the softmax needs it (x = logit - row max): the hottest loop of the
+ * softmax kernels, so it does the least work that keeps it exact where it matters.
+ * - Results below FLT_MIN (x < -87.33) are returned as 0 instead of subnormals, so one scale
+ *   factor 2^k (k >= -126) suffices: such a term is below 1.2e-38 against a softmax
+ *   denominator >= 1.
+ * - No nan selects: a nan argument stays nan through every operation below (the scale bits
+ *   built from it are finite or not, but nan * anything is nan), and no upper clamp: the
+ *   argument is never positive.
+ * - The rounding sum j = x log2(e) + magic yields both k = j - magic and the bits of 2^k.
  */
 FL_INLINE float fl_exp_nonpos_f32(float x)
 {
     const float lo = -0x1.5d589ep+6f;       /* -87.33: ln(FLT_MIN), so k >= -126 */
-    float xc = x < lo ? lo : x;
-    xc = xc > 0.0f ? 0.0f : xc;
-    xc = (x == x) ? xc : 0.0f;
-    const float k = (xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
+    const float xc = x < lo ? lo : x;
+    const float j = xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32;
+    const float k = j - FL_ROUND_MAGIC_F32;
     float r = xc - k * 0x1.62e4p-1f;
     r = r - k * 0x1.7f7d1cp-20f;
     const float p = 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
                     + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
-    const float y = (1.0f + (r + r * r * p)) * fl_exp2i_f32(k);
-    const float z = x < lo ? 0.0f : y;
-    return (x == x) ? z : x;
+    const float scale = fl_f32_from_bits((fl_f32_bits(j) + 127u) << 23);
+    const float y = (1.0f + (r + r * r * p)) * scale;
+    return x < lo ? 0.0f : y;
 }
 
 FL_INLINE double fl_exp_f64(double x)
