@@ -9,8 +9,10 @@ order so that the total does not depend on the thread count.
 """
 
 cimport numpy as cnp
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_CheckExact
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
 cnp.import_array()
@@ -253,3 +255,136 @@ def set_isa(str name):
                 raise ValueError(f"SIMD level {name!r} cannot run on this CPU or was not built")
             return
     raise ValueError(f"unknown SIMD level {name!r}")
+
+
+# ------------------------------------------------------------------ the fast path
+#
+# A training loop calls a loss thousands of times on small arrays, where Python-level argument
+# checks would cost more than the kernel. The functions below recognise the common case in a
+# few C-level tests -- exact ndarrays of the input's dtype, C-contiguous and aligned, int64
+# class indices, default-like options -- and run it directly. They never raise for bad input:
+# anything they do not recognise returns None, and fastloss/_api.py then validates it fully
+# (and raises with its messages). So every error message lives in one place, _validation.py.
+
+cdef object _LossResult = None
+
+
+def _set_result_type(result_type):
+    """Called once by fastloss._api with its LossResult named tuple."""
+    global _LossResult
+    _LossResult = result_type
+
+
+cdef inline bint plain_float_array(object value, int ndim):
+    """An exact ndarray of float32/float64 with `ndim` dims, C-contiguous and aligned."""
+    if not cnp.PyArray_CheckExact(value):
+        return False
+    cdef cnp.ndarray array = <cnp.ndarray>value
+    cdef int type_num = cnp.PyArray_TYPE(array)
+    return (cnp.PyArray_NDIM(array) == ndim
+            and (type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISCARRAY_RO(array))
+
+
+cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b):
+    """The byte ranges of two C-contiguous arrays do not overlap."""
+    cdef uintptr_t a0 = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef uintptr_t b0 = <uintptr_t>cnp.PyArray_DATA(b)
+    return a0 + <uintptr_t>cnp.PyArray_NBYTES(a) <= b0 or b0 + <uintptr_t>cnp.PyArray_NBYTES(b) <= a0
+
+
+cdef inline int reduction_code(object reduction):
+    """0 mean, 1 sum, 2 none, -1 anything else."""
+    if reduction == "mean":
+        return 0
+    if reduction == "sum":
+        return 1
+    if reduction == "none":
+        return 2
+    return -1
+
+
+cdef inline int plain_n_threads(object n_threads):
+    """The resolved thread count, or 0 if n_threads is not None or a plain int >= 1."""
+    if n_threads is None:
+        return max(1, fl_openmp_max_threads())
+    if PyLong_CheckExact(n_threads) and 1 <= n_threads <= 1 << 30:
+        return <int>n_threads
+    return 0
+
+
+cdef inline bint plain_gradient_buffer(object out, cnp.ndarray like):
+    """out is None, the input itself, or a separate writeable array just like it."""
+    if out is None:
+        return True
+    if out is like:
+        return cnp.PyArray_ISWRITEABLE(like)
+    if not cnp.PyArray_CheckExact(out):
+        return False
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    return (cnp.PyArray_ISCARRAY(o)
+            and cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(like)
+            and cnp.PyArray_NDIM(o) == cnp.PyArray_NDIM(like)
+            and cnp.PyArray_SIZE(o) == cnp.PyArray_SIZE(like)
+            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(like, 0)
+            and disjoint(o, like))
+
+
+def softmax_cross_entropy_fast(object logits, object target, object weight, object ignore_index,
+                               object label_smoothing, object reduction, object compute_grad,
+                               object out, object n_threads):
+    """softmax_cross_entropy for plain class-index calls, or None (see above)."""
+    if not plain_float_array(logits, 2) or weight is not None:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>logits
+    cdef int64_t n_rows = cnp.PyArray_DIM(x, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(x, 1)
+    if n_classes < 1 or n_rows < 1:
+        return None
+    if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_NDIM(<cnp.ndarray>target) == 1
+            and cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_INT64
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>target)
+            and cnp.PyArray_DIM(<cnp.ndarray>target, 0) == n_rows):
+        return None
+    cdef cnp.ndarray t = <cnp.ndarray>target
+    if not PyLong_CheckExact(ignore_index) or not (-(1 << 62) < ignore_index < (1 << 62)):
+        return None
+    cdef double eps
+    if PyFloat_CheckExact(label_smoothing):
+        eps = PyFloat_AS_DOUBLE(label_smoothing)
+    elif PyLong_CheckExact(label_smoothing) and (label_smoothing == 0 or label_smoothing == 1):
+        eps = <double>label_smoothing
+    else:
+        return None
+    if not (0.0 <= eps <= 1.0):
+        return None
+    cdef int code = reduction_code(reduction)
+    cdef int threads = plain_n_threads(n_threads)
+    if code < 0 or threads == 0 or not (compute_grad is True or compute_grad is False):
+        return None
+    if compute_grad is False and out is not None:
+        return None
+    if out is not None and not (plain_gradient_buffer(out, x) and disjoint(<cnp.ndarray>out, t)):
+        return None
+    bad, denominator = check_class_indices(t, n_classes, ignore_index, None)
+    if bad >= 0:
+        return None
+    cdef cnp.ndarray grad = None
+    if compute_grad is True:
+        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef cnp.ndarray loss_out = None
+    if code == 2:
+        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef double scale = 1.0
+    if code == 0:
+        scale = 1.0 / denominator if denominator != 0 else float("nan")
+    total = softmax_cross_entropy(x, t, None, None, ignore_index, eps, <double>n_classes,
+                                  scale, grad, loss_out, threads)
+    if code == 0:
+        loss = total / denominator if denominator != 0 else float("nan")
+    elif code == 1:
+        loss = total
+    else:
+        loss = loss_out
+    return tuple.__new__(_LossResult, (loss, grad))

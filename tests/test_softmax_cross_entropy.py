@@ -213,3 +213,28 @@ def test_bitwise_identical_whatever_the_array_address(n_classes, dtype):
         np.testing.assert_array_equal(loss, expected.loss)
         np.testing.assert_array_equal(grad, expected.grad)
         assert fastloss.softmax_cross_entropy(moved, y, label_smoothing=0.1).loss == expected_mean
+
+
+def test_in_place_on_a_read_only_array_is_refused():
+    x = np.zeros((3, 4))
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        fastloss.softmax_cross_entropy(x, np.array([0, 1, 2]), out=x)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_and_validated_path_agree(reduction, dtype):
+    """Plain calls take a C-level fast path (fastloss/_kernels.pyx); an equivalent call that
+    it does not recognise (an int32 target, a NumPy scalar for label_smoothing) takes the
+    validated path. Both give the same bits and the same types."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((50, 7)).astype(dtype)
+    y = rng.integers(0, 7, 50)
+    fast = fastloss.softmax_cross_entropy(x, y, reduction=reduction, label_smoothing=0.1)
+    validated = fastloss.softmax_cross_entropy(x, y.astype(np.int32), reduction=reduction,
+                                               label_smoothing=np.float64(0.1))
+    np.testing.assert_array_equal(np.asarray(fast.loss), np.asarray(validated.loss))
+    np.testing.assert_array_equal(fast.grad, validated.grad)
+    assert type(fast) is type(validated) is fastloss.LossResult
+    assert type(fast.loss) is type(validated.loss)
