@@ -21,6 +21,46 @@ cnp.import_array()
 cdef extern from "fl_openmp.h" nogil:
     int fl_openmp_enabled()
     int fl_openmp_max_threads()
+    int fl_affinity_cpus()
+
+
+def _cgroup_cpu_quota():
+    """The container's CPU quota, rounded up to whole CPUs, or 0 when there is none
+    (cgroup v2 cpu.max, or v1 cfs_quota_us / cfs_period_us)."""
+    import math
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return 0
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+            quota = int(fh.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+            period = int(fh.read())
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+# read once: a container's quota does not change under a running process
+cdef int CPU_QUOTA = _cgroup_cpu_quota()
+
+
+cdef int resolve_default_threads() noexcept nogil:
+    """What n_threads=None means: OpenMP's max threads for this thread (OMP_NUM_THREADS,
+    omp_set_num_threads and so threadpoolctl), never more than the CPUs the process may use
+    (its affinity mask now, and the container's CPU quota)."""
+    cdef int n = fl_openmp_max_threads()
+    cdef int cpus = fl_affinity_cpus()
+    if cpus < n:
+        n = cpus
+    if CPU_QUOTA > 0 and CPU_QUOTA < n:
+        n = CPU_QUOTA
+    return n if n > 0 else 1
 
 
 cdef extern from "fl_kernels.h" nogil:
@@ -91,11 +131,14 @@ MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid"
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
                        int64_t items_per_block, int64_t elements_per_item,
                        int n_threads) except? -1.0:
-    """Sum of fn over [0, n_items) in blocks of items_per_block, in block order."""
+    """Sum of fn over [0, n_items) in blocks of items_per_block, in block order.
+    n_threads 0 stands for None (the default, see resolve_default_threads)."""
     cdef int64_t n_blocks = (n_items + items_per_block - 1) // items_per_block
     cdef int64_t b
     cdef double total = 0.0
     cdef double *partial
+    if n_blocks > 1 and n_threads == 0 and n_items * elements_per_item >= SERIAL_BELOW_ELEMENTS:
+        n_threads = resolve_default_threads()   # None, resolved only where it matters
     if n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS:
         with nogil:
             for b in range(n_blocks):
@@ -229,8 +272,13 @@ def openmp_enabled():
 
 
 def default_n_threads():
-    """What n_threads=None means now: OpenMP's max threads for the calling thread."""
-    return fl_openmp_max_threads()
+    """What n_threads=None means now, for the calling thread (see resolve_default_threads)."""
+    return resolve_default_threads()
+
+
+def cpu_quota():
+    """The container CPU quota in whole CPUs (0: none), as read at import."""
+    return CPU_QUOTA
 
 
 def isa_levels():
@@ -305,12 +353,13 @@ cdef inline int reduction_code(object reduction):
 
 
 cdef inline int plain_n_threads(object n_threads):
-    """The resolved thread count, or 0 if n_threads is not None or a plain int >= 1."""
+    """0 for None (resolved later, only if the call goes parallel), the count for a plain
+    int >= 1, -1 for anything else."""
     if n_threads is None:
-        return max(1, fl_openmp_max_threads())
+        return 0
     if PyLong_CheckExact(n_threads) and 1 <= n_threads <= 1 << 30:
         return <int>n_threads
-    return 0
+    return -1
 
 
 cdef inline bint plain_gradient_buffer(object out, cnp.ndarray like):
@@ -360,7 +409,7 @@ def softmax_cross_entropy_fast(object logits, object target, object weight, obje
         return None
     cdef int code = reduction_code(reduction)
     cdef int threads = plain_n_threads(n_threads)
-    if code < 0 or threads == 0 or not (compute_grad is True or compute_grad is False):
+    if code < 0 or threads < 0 or not (compute_grad is True or compute_grad is False):
         return None
     if compute_grad is False and out is not None:
         return None

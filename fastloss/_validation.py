@@ -48,10 +48,11 @@ def reduction(value) -> str:
 
 
 def n_threads(value) -> int:
-    """Resolve n_threads once: None means OpenMP's current default (OMP_NUM_THREADS,
-    threadpoolctl limits); otherwise an int >= 1."""
+    """n_threads for the kernels: an int >= 1, or 0 for None, which the kernel driver
+    resolves only when a call is large enough to run in parallel (OpenMP's default --
+    OMP_NUM_THREADS, threadpoolctl limits -- capped by the CPUs the process may use)."""
     if value is None:
-        return max(1, _kernels.default_n_threads())
+        return 0
     if isinstance(value, bool):
         raise TypeError(f"n_threads must be None or an int >= 1, got {value!r}")
     try:
