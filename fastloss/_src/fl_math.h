@@ -122,8 +122,24 @@ FL_INLINE double fl_exp_f64(double x)
     return (x == x) ? y : x;
 }
 
-/* float64 softmax exp: the full function; the float64 kernels are memory-bound. */
-FL_INLINE double fl_exp_nonpos_f64(double x) { return fl_exp_f64(x); }
+/* The float64 counterpart of fl_exp_nonpos_f32: results below DBL_MIN (x < -708.40) are 0. */
+FL_INLINE double fl_exp_nonpos_f64(double x)
+{
+    const double lo = -0x1.6232bdd7abcd2p+9;   /* -708.40: ln(DBL_MIN), so k >= -1022 */
+    const double xc = x < lo ? lo : x;
+    const double j = xc * 0x1.71547652b82fep+0 + FL_ROUND_MAGIC_F64;
+    const double k = j - FL_ROUND_MAGIC_F64;
+    double r = xc - k * 0x1.62e42feep-1;
+    r = r - k * 0x1.a39ef35793c76p-33;
+    const double p = 0x1.000000000000bp-1 + r * (0x1.5555555555513p-3
+        + r * (0x1.55555555500b2p-5 + r * (0x1.1111111121b01p-7
+        + r * (0x1.6c16c18581530p-10 + r * (0x1.a01a014a32d85p-13
+        + r * (0x1.a019970598987p-16 + r * (0x1.71dedfc117959p-19
+        + r * (0x1.28afdbfa89bf0p-22 + r * 0x1.adeb8db5d7212p-26))))))));
+    const double scale = fl_f64_from_bits((fl_f64_bits(j) + 1023u) << 52);
+    const double y = (1.0 + (r + r * r * p)) * scale;
+    return x < lo ? 0.0 : y;
+}
 
 /* ===================================== log ===================================== */
 /*
