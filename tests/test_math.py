@@ -32,8 +32,8 @@ Measured maximum errors (ulp), AMD EPYC (Zen 5), gcc 12, baseline / avx2 / avx51
   softplus     1.50 / 1.46 / 1.46      1.48 / 1.47 / 1.47
   log_sigmoid  1.48 / 1.46 / 1.46      1.48 / 1.48 / 1.48
   sigmoid      2.25 / 2.25 / 2.25      2.12 / 2.12 / 2.12
-The whole file takes 75-95 s on the project's 2-core machine under load from other jobs
-(exp's exhaustive sweep ~25-33 s for the three ISAs, exp_nonpos's ~8-15 s).
+The whole file takes 50-95 s on the project's 2-core machine, depending on the load from
+other jobs (exp's exhaustive sweep 22-33 s for the three ISAs, exp_nonpos's 8-15 s).
 The bounds asserted (ULP_BOUND) are these rounded up; each test records its measured maximum
 as the ``max_ulp`` property (``pytest --junitxml``) and prints it in its failure message.
 """
@@ -304,27 +304,30 @@ FLOAT64_RANGES = {
 }
 FLOAT64_SAMPLES_PER_PART = 1_000_000
 
-_float64_cache = {}
+
+def float64_arguments(name, n):
+    """n random float64 bit patterns (every binade, both signs, subnormals, some inf and nan)
+    and n uniform samples in each of the function's FLOAT64_RANGES."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    parts = [rng.integers(0, 1 << 64, n, dtype=np.uint64, endpoint=False).view(np.float64)]
+    parts += [rng.uniform(lo, hi, n) for lo, hi in FLOAT64_RANGES[name]]
+    x = np.concatenate(parts)
+    return -np.abs(x) if name == "exp_nonpos" else x
 
 
-def float64_sweep(name):
-    """(x, reference) for the float64 sweep of `name`: computed once, shared by the ISAs."""
-    if name not in _float64_cache:
-        rng = np.random.default_rng(sum(map(ord, name)))
-        n = FLOAT64_SAMPLES_PER_PART
-        parts = [rng.integers(0, 1 << 64, n, dtype=np.uint64, endpoint=False).view(np.float64)]
-        parts += [rng.uniform(lo, hi, n) for lo, hi in FLOAT64_RANGES[name]]
-        x = np.concatenate(parts)
-        if name == "exp_nonpos":
-            x = -np.abs(x)
-        _float64_cache[name] = (x, reference(name, x))
-    return _float64_cache[name]
+@pytest.fixture(scope="module", params=FUNCTIONS)
+def float64_sweep(request):
+    """(name, x, reference) for the float64 sweep of one function. Module scope: the long
+    double reference is computed once and shared by the ISA variants (pytest runs the tests
+    of one function together and frees the arrays before the next)."""
+    name = request.param
+    x = float64_arguments(name, FLOAT64_SAMPLES_PER_PART)
+    return name, x, reference(name, x)
 
 
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_float64_dense_sweep(isa, name, record_property):
-    """~4 M float64 arguments per function against the longdouble reference."""
-    x, ref = float64_sweep(name)
+def test_float64_dense_sweep(isa, float64_sweep, record_property):
+    """~4 M float64 arguments per function against the long double reference."""
+    name, x, ref = float64_sweep
     error = ulp_error(apply(name, x), ref)
     i = int(np.argmax(error))
     assert_within(name, F64, isa, float(error[i]), x[i], record_property)
@@ -332,8 +335,9 @@ def test_float64_dense_sweep(isa, name, record_property):
 
 def test_longdouble_reference_agrees_with_mpmath():
     """The float64 oracle itself: np.longdouble (64-bit significand where it is x87 extended
-    precision) against mpmath at 100 bits, on a sample of each function; its error must be
-    far below a float64 ulp for the sweeps above to mean anything."""
+    precision) against mpmath at 100 bits, on arguments drawn like the float64 sweep's; its
+    error must be far below a float64 ulp (2^-60 relative: < 1/128 ulp) for the sweeps to
+    mean anything."""
     mpmath = pytest.importorskip("mpmath")
     if np.finfo(np.longdouble).nmant < 63:
         pytest.fail("np.longdouble is not wider than float64 here: the float64 sweeps "
@@ -350,9 +354,8 @@ def test_longdouble_reference_agrees_with_mpmath():
     }
     with mpmath.workprec(100):
         for name, fn in exact.items():
-            x, ref = float64_sweep(name)
-            pick = np.random.default_rng(7).choice(len(x), 300, replace=False)
-            for xi, ri in zip(x[pick], ref[pick]):
+            x = float64_arguments(name, 100)
+            for xi, ri in zip(x, reference(name, x)):
                 if not np.isfinite(ri) or ri == 0:
                     continue
                 want = fn(mp.mpf(float(xi)))
