@@ -12,13 +12,20 @@ How the table is built
   implementations. The fastloss kernel and the reference are ``fastloss.<name>`` and
   ``fastloss.reference.<name>``; a loss that the installed fastloss does not have yet is
   skipped with a message, so a new kernel appears in the report as soon as it lands.
+* **Rows**: ``fastloss`` writes the gradient into a preallocated ``out=`` array (the main
+  row), ``fastloss-alloc`` allocates it on every call; ``reference`` is the NumPy oracle;
+  ``copy-floor`` and ``add-floor`` are the memory floors below; then the peers.
 * **Sizes** are counts of elements of the differentiated input: ``tiny`` (4096: per-call
-  overhead), ``cache`` (131072: input and gradient fit in the per-core L2 cache of most
-  CPUs) and ``large`` (at least 2**24, and at least twice the last-level cache in float32),
-  or any number, or an explicit shape ``NxC``. The class-index losses use C = 1000 classes
-  from 64000 elements on (C = sqrt(elements) below that).
+  overhead), ``cache`` (131072: input + gradient are 1 MiB in float32, within a per-core
+  L2 cache, and 2 MiB in float64, within any last-level cache) and ``large`` (at least
+  2**24, and at least twice the last-level cache in float32), or any number, or an explicit
+  shape ``NxC``. The class-index losses use C = 1000 classes from 64000 elements on
+  (C = sqrt(elements) below that).
 * **Time**: median of repeats (``time.perf_counter``, garbage collector off, calls batched
-  so that one sample lasts at least 0.2 ms), with the interquartile range as spread.
+  so that one sample lasts at least 0.2 ms), with half the interquartile range as spread.
+  Repeats fill a time budget per measurement (0.15 s; ``--quick`` 0.03 s), at least 5
+  (``--quick`` 3), but a measurement stops after 2.5 s (``--quick`` 0.4 s): a slower call,
+  such as a NumPy reference at the large size, is timed fewer times, down to once.
 * **GB/s**: bytes that any implementation must move (input read + gradient written +
   targets read) divided by the median time; the same numerator for every row.
 * **vs ref**: the reference's median time divided by the row's (>1: faster than NumPy).
@@ -29,7 +36,9 @@ How the table is built
 * **Threads**: each loss runs at 1 thread and at all threads (``--threads``). fastloss
   gets ``n_threads``; threadpoolctl limits the OpenMP/BLAS pools of other libraries,
   ``torch.set_num_threads`` and ``numba.set_num_threads`` are set too. The reference and
-  the floors are single-threaded NumPy and are timed once per case.
+  the floors are single-threaded NumPy and are timed once per case. The header gives the
+  load average: other processes on the machine make the timings, multi-thread ones most of
+  all, unreliable, and the report says so when it sees them.
 
 How the peers compute the same quantity (all of them are checked against the reference)
 ---------------------------------------------------------------------------------------
@@ -282,8 +291,9 @@ def check_result(case: Case, result) -> Optional[str]:
     flat_grad, flat_expected = grad.reshape(-1), expected_grad.reshape(-1)
 
     def mismatches(start):
-        g = flat_grad[start:start + _CHECK_CHUNK].astype(np.float64)
-        e = flat_expected[start:start + _CHECK_CHUNK].astype(np.float64)
+        # in the arrays' own dtype: its rounding is far below the tolerances
+        g = flat_grad[start:start + _CHECK_CHUNK]
+        e = flat_expected[start:start + _CHECK_CHUNK]
         return ~(np.abs(g - e) <= atol + rtol * np.abs(e))
 
     for start in range(0, flat_grad.size, _CHECK_CHUNK):
@@ -1198,56 +1208,69 @@ def render_markdown(report: Report) -> str:
 
 
 def write_plot(report: Report, path: str) -> None:
+    """Speedup over the NumPy reference against input size: one panel per loss and dtype,
+    one line per implementation and thread count (solid: all threads, dashed: 1 thread;
+    the floors, dotted grey, bound what a memory-bound kernel can reach)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     losses = [name for name in LOSSES if any(r["loss"] == name for r in report.results)]
+    losses += sorted({r["loss"] for r in report.results} - set(losses))
     dtypes = sorted({r["dtype"] for r in report.results})
-    if not losses:
+    panels = [(loss, dtype) for dtype in dtypes for loss in losses]
+    if not panels:
         raise ValueError("no results to plot")
-    fig, axes = plt.subplots(len(dtypes), len(losses), squeeze=False,
-                             figsize=(3.6 * len(losses), 3.2 * len(dtypes)), sharey=True)
-    impls = sorted({r["implementation"] for r in report.results if r["family"] != "reference"})
+    n_cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, sharey=True,
+                             figsize=(4.4 * n_cols, 3.3 * n_rows + 1.2))
+    impls = sorted({r["implementation"] for r in report.results if r["family"] == "fastloss"})
+    impls += sorted({r["implementation"] for r in report.results
+                     if r["family"] not in ("fastloss", "reference", "floor")})
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(impls)}
+    floor_styles = {"copy-floor": ":", "add-floor": (0, (1, 3))}
     max_threads = max(report.settings["threads"])
-    for row_index, dtype in enumerate(dtypes):
-        for col_index, loss in enumerate(losses):
-            ax = axes[row_index][col_index]
-            rows = [r for r in report.results if r["loss"] == loss and r["dtype"] == dtype]
-            for impl in impls:
-                for threads in sorted({r["threads"] for r in rows if r["implementation"] == impl}):
-                    points = sorted((r["n_elements"], r["speedup_vs_reference"]) for r in rows
-                                    if r["implementation"] == impl and r["threads"] == threads)
-                    if not points:
-                        continue
-                    xs, ys = zip(*points)
-                    label = impl if threads == max_threads or impl.endswith("floor") \
-                        else f"{impl} (1 thread)" if threads == 1 else f"{impl} ({threads})"
-                    ax.plot(xs, ys, marker="o", color=colors[impl],
-                            linestyle="-" if threads == max_threads else "--", label=label)
-            ax.axhline(1.0, color="grey", linewidth=0.8)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{loss}\n{dtype}", fontsize=9)
-            ax.grid(True, which="both", alpha=0.3)
-            if row_index == len(dtypes) - 1:
-                ax.set_xlabel("input elements")
-            if col_index == 0:
-                ax.set_ylabel("speedup over NumPy reference")
+    for ax, (loss, dtype) in zip(axes.flat, panels):
+        rows = [r for r in report.results if r["loss"] == loss and r["dtype"] == dtype]
+        lines = [(impl, threads) for impl in impls + list(floor_styles)
+                 for threads in sorted({r["threads"] for r in rows
+                                        if r["implementation"] == impl}, reverse=True)]
+        for impl, threads in lines:
+            points = sorted((r["n_elements"], r["speedup_vs_reference"]) for r in rows
+                            if r["implementation"] == impl and r["threads"] == threads)
+            xs, ys = zip(*points)
+            if impl in floor_styles:
+                ax.plot(xs, ys, color="grey", linestyle=floor_styles[impl],
+                        label=f"{impl} (1 thread)")
+            else:
+                ax.plot(xs, ys, marker="o", markersize=4, color=colors[impl],
+                        linestyle="-" if threads == max_threads else "--",
+                        label=f"{impl} ({threads} thread{'s' if threads > 1 else ''})")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{loss}, {dtype}", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("speedup over NumPy reference", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("elements of the input", fontsize=8)
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(list(handles.values()), list(handles), loc="lower center",
-               ncol=min(6, len(handles)), fontsize=8)
+    legend_rows = math.ceil(len(handles) / 4)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8)
     m = report.machine
-    fig.suptitle(f"fastloss {m['fastloss']} on {m['cpu']} ({m['usable_cpus']} CPUs, "
-                 f"{m['simd_level']}): speedup over the NumPy reference "
-                 f"(solid: {max_threads} threads, dashed: 1 thread)", fontsize=10)
-    rows_of_legend = math.ceil(len(handles) / 6)
-    fig.tight_layout(rect=(0, 0.04 * rows_of_legend + 0.02, 1, 0.95))
-    fig.savefig(path, dpi=110)
+    fig.suptitle(f"fastloss {m['fastloss']}, {m['cpu']} ({m['usable_cpus']} CPUs, SIMD "
+                 f"{m['simd_level']}), {report.settings['date']}: speedup over the NumPy "
+                 "reference (higher is faster)", fontsize=10)
+    bottom = (0.25 * legend_rows + 0.3) / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.45 / fig.get_figheight()))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
