@@ -1156,27 +1156,75 @@ def _header_lines(report: Report) -> List[str]:
     return lines
 
 
-def render_text(report: Report) -> str:
-    table = _table_rows(report)
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
-              for i, h in enumerate(COLUMNS)]
-    right = {3, 5, 6, 7, 8, 9, 10}
+def _summary(report: Report) -> Tuple[str, List[str], List[List[str]]]:
+    """At each loss and dtype's largest size and most threads: fastloss's time, its ratio
+    to the floor, and how many times faster it is than the reference and each peer."""
+    fastloss_rows = [r for r in report.results if r["implementation"] == "fastloss"]
+    if not fastloss_rows:
+        return "", [], []
+    peers = sorted({r["implementation"] for r in report.results
+                    if r["family"] not in ("fastloss", "reference", "floor")})
+    order = {name: i for i, name in enumerate(LOSSES)}
+    columns = ["loss", "dtype", "shape", "threads", "fastloss", "/floor", "x reference"]
+    columns += [f"x {peer}" for peer in peers]
+    table = []
+    groups = sorted({(r["loss"], r["dtype"]) for r in fastloss_rows},
+                    key=lambda key: (order.get(key[0], 99), key[1]))
+    for loss, dtype in groups:
+        mine = [r for r in fastloss_rows if r["loss"] == loss and r["dtype"] == dtype]
+        best = max(mine, key=lambda r: (r["n_elements"], r["threads"]))
+        same = [r for r in report.results if r["loss"] == loss and r["dtype"] == dtype
+                and r["size"] == best["size"]]
+        floor = best.get("ratio_to_add_floor", best.get("ratio_to_copy_floor"))
+        row = [loss, dtype, "x".join(map(str, best["shape"])), str(best["threads"]),
+               _format_time(best["median_s"]), f"{floor:.2f}" if floor is not None else "",
+               f"{best['speedup_vs_reference']:.1f}"]
+        for peer in peers:
+            # the peer at the same thread count (jax: all threads only)
+            match = [r for r in same if r["implementation"] == peer
+                     and r["threads"] == best["threads"]]
+            row.append(f"{match[0]['median_s'] / best['median_s']:.1f}" if match else "")
+        table.append(row)
+    title = ("Summary: fastloss (out=) at the largest size and most threads; /floor = time "
+             "over the memory floor (a+b for element-wise losses, copy otherwise); x NAME = "
+             "how many times faster than NAME")
+    return title, columns, table
+
+
+def _aligned(columns: Sequence[str], table: List[List[str]], right_from: int,
+             group_width: int = 0) -> List[str]:
+    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(columns)]
 
     def fmt(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+        return "  ".join(c.rjust(w) if i >= right_from or c[:1].isdigit() and i == 3
+                         else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = list(_header_lines(report)) + [""]
-    out.append(fmt(COLUMNS))
-    out.append(fmt(["-" * w for w in widths]))
+    out = [fmt(columns), fmt(["-" * w for w in widths])]
     previous = None
     for row in table:
-        group = tuple(row[:3])
-        if previous is not None and group != previous:
+        group = tuple(row[:group_width])
+        if group_width and previous is not None and group != previous:
             out.append("")
         previous = group
         out.append(fmt(row))
+    return out
+
+
+def render_text(report: Report) -> str:
+    out = list(_header_lines(report)) + [""]
+    out += _aligned(COLUMNS, _table_rows(report), right_from=5, group_width=3)
+    title, columns, summary = _summary(report)
+    if summary:
+        out += ["", title] + _aligned(columns, summary, right_from=4)
     out += _trailer_lines(report)
     return "\n".join(out) + "\n"
+
+
+def _markdown_table(columns: Sequence[str], table: List[List[str]], right_from: int) -> List[str]:
+    out = ["| " + " | ".join(columns) + " |",
+           "|" + "|".join("---" if i < right_from else "---:" for i in range(len(columns))) + "|"]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
+    return out
 
 
 def _trailer_lines(report: Report) -> List[str]:
@@ -1197,10 +1245,14 @@ def _trailer_lines(report: Report) -> List[str]:
 def render_markdown(report: Report) -> str:
     out = ["# fastloss benchmark", ""]
     out += [f"- {line}" for line in _header_lines(report)]
-    out += ["", "| " + " | ".join(COLUMNS) + " |",
-            "|" + "|".join("---" if i < 5 else "---:" for i in range(len(COLUMNS))) + "|"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-            for row in _table_rows(report)]
+    title, columns, summary = _summary(report)
+    if summary:
+        out += ["", f"## {title.split(':')[0]}", "", title.split(": ", 1)[1] + ".", ""]
+        out += _markdown_table(columns, summary, right_from=3)
+        out += ["", "## All measurements", ""]
+    else:
+        out += [""]
+    out += _markdown_table(COLUMNS, _table_rows(report), right_from=5)
     trailer = [line for line in _trailer_lines(report) if line]
     if trailer:
         out += [""] + [f"- {line}" for line in trailer]

@@ -47,7 +47,10 @@ def test_report_runs_and_writes_json_and_markdown(tmp_path, capsys):
     reference = [r for r in rows if r["implementation"] == "reference"]
     assert all(r["speedup_vs_reference"] == 1.0 for r in reference)
     markdown = md_path.read_text()
-    assert "| loss | dtype | shape |" in markdown
+    assert "| loss | dtype | shape | threads | implementation |" in markdown
+    # the summary: fastloss at the largest size, compared with the reference
+    assert "| loss | dtype | shape | threads | fastloss | /floor | x reference |" in markdown
+    assert "Summary: fastloss (out=) at the largest size" in out
     assert "softmax_cross_entropy" in markdown and report["machine"]["cpu"] in markdown
     # the table on stdout, the progress on stderr
     assert "fastloss-alloc" in out and "SIMD level" in out
@@ -220,3 +223,12 @@ def test_peer_entries_compute_the_same_quantity_as_torch(name, peer):
     case.expected = _torch_oracle(case)
     result = entry.peers[peer](case, bench._all_threads())()
     assert bench.check_result(case, result) is None
+
+
+def test_console_script_entry_point_is_main():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    import pathlib
+    pyproject = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    module, _, function = scripts["fastloss-bench"].partition(":")
+    assert module == bench.__name__ and getattr(bench, function) is bench.main
