@@ -1024,7 +1024,6 @@ def run(settings: Settings) -> Report:
 
     total = len(entries) * len(settings.dtypes) * len(settings.sizes)
     done = 0
-    floor_cache: Dict[tuple, Timing] = {}
     for dtype in settings.dtypes:
         for size in settings.sizes:
             shared_inputs: Dict[tuple, Inputs] = {}
@@ -1036,7 +1035,7 @@ def run(settings: Settings) -> Report:
                 done += 1
                 _progress(f"[{done}/{total}] {entry.name} {dtype} {size.label} "
                           f"({'x'.join(map(str, shape))}) t={time.perf_counter() - started:.1f}s")
-                _run_case(case, settings, report, floor_cache)
+                _run_case(case, settings, report)
             del shared_inputs
     report.seconds = time.perf_counter() - started
     load_end = _load_average()
@@ -1051,7 +1050,7 @@ def run(settings: Settings) -> Report:
     return report
 
 
-def _run_case(case: Case, settings: Settings, report: Report, floor_cache) -> None:
+def _run_case(case: Case, settings: Settings, report: Report) -> None:
     impls = implementations(case.entry, settings.peers)
     reference = impls[0]
     assert reference is REFERENCE_IMPL
@@ -1074,15 +1073,15 @@ def _run_case(case: Case, settings: Settings, report: Report, floor_cache) -> No
     with thread_limit(1):
         ref_timing = measure(call, budget=settings.budget, min_repeats=settings.min_repeats,
                              max_total=settings.max_total, first=first)
-        rows["reference"] = (_record(report, case, reference, 1, ref_timing))
+        rows["reference"] = _record(report, case, reference, 1, ref_timing)
         for impl in impls[1:]:
             if impl.threaded:
                 continue
-            key = (impl.name, case.shape, str(case.dtype), case.x.size)
-            if key not in floor_cache:
-                floor_cache[key] = _run_impl(case, impl, 1, settings, report)
-            if floor_cache[key] is not None:
-                rows[impl.name] = _record(report, case, impl, 1, floor_cache[key])
+            # Floors are cheap: measured again for every loss, close in time to the rows
+            # they normalise (a busy moment on a shared machine spoils one measurement).
+            timing = _run_impl(case, impl, 1, settings, report)
+            if timing is not None:
+                rows[impl.name] = _record(report, case, impl, 1, timing)
     threaded_rows = []
     for n_threads in settings.threads:
         with thread_limit(n_threads):
