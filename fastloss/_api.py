@@ -24,6 +24,9 @@ class LossResult(NamedTuple):
     grad: Optional[np.ndarray]
 
 
+_kernels._set_result_type(LossResult)
+
+
 def _reduce(total: float, denominator: float, reduction: str, loss_out) -> Union[float, np.ndarray]:
     if reduction == "none":
         return loss_out
@@ -78,6 +81,12 @@ def softmax_cross_entropy(
     without weight) for class indices, and by N for probabilities; the gradient is that of
     the returned loss. An empty batch or a zero denominator gives nan for "mean".
     """
+    # the common case (plain arrays, class indices, no weight) without Python-level checks
+    result = _kernels.softmax_cross_entropy_fast(logits, target, weight, ignore_index,
+                                                 label_smoothing, reduction, compute_grad, out,
+                                                 n_threads)
+    if result is not None:
+        return result
     logits = check.float_input(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")

@@ -9,8 +9,10 @@ order so that the total does not depend on the thread count.
 """
 
 cimport numpy as cnp
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.long cimport PyLong_CheckExact
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
 cnp.import_array()
@@ -19,6 +21,46 @@ cnp.import_array()
 cdef extern from "fl_openmp.h" nogil:
     int fl_openmp_enabled()
     int fl_openmp_max_threads()
+    int fl_affinity_cpus()
+
+
+def _cgroup_cpu_quota():
+    """The container's CPU quota, rounded up to whole CPUs, or 0 when there is none
+    (cgroup v2 cpu.max, or v1 cfs_quota_us / cfs_period_us)."""
+    import math
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return 0
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fh:
+            quota = int(fh.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fh:
+            period = int(fh.read())
+        return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else 0
+    except (OSError, ValueError):
+        return 0
+
+
+# read once: a container's quota does not change under a running process
+cdef int CPU_QUOTA = _cgroup_cpu_quota()
+
+
+cdef int resolve_default_threads() noexcept nogil:
+    """What n_threads=None means: OpenMP's max threads for this thread (OMP_NUM_THREADS,
+    omp_set_num_threads and so threadpoolctl), never more than the CPUs the process may use
+    (its affinity mask now, and the container's CPU quota)."""
+    cdef int n = fl_openmp_max_threads()
+    cdef int cpus = fl_affinity_cpus()
+    if cpus < n:
+        n = cpus
+    if CPU_QUOTA > 0 and CPU_QUOTA < n:
+        n = CPU_QUOTA
+    return n if n > 0 else 1
 
 
 cdef extern from "fl_kernels.h" nogil:
@@ -182,11 +224,14 @@ MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid"
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
                        int64_t items_per_block, int64_t elements_per_item,
                        int n_threads) except? -1.0:
-    """Sum of fn over [0, n_items) in blocks of items_per_block, in block order."""
+    """Sum of fn over [0, n_items) in blocks of items_per_block, in block order.
+    n_threads 0 stands for None (the default, see resolve_default_threads)."""
     cdef int64_t n_blocks = (n_items + items_per_block - 1) // items_per_block
     cdef int64_t b
     cdef double total = 0.0
     cdef double *partial
+    if n_blocks > 1 and n_threads == 0 and n_items * elements_per_item >= SERIAL_BELOW_ELEMENTS:
+        n_threads = resolve_default_threads()   # None, resolved only where it matters
     if n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS:
         with nogil:
             for b in range(n_blocks):
@@ -468,8 +513,13 @@ def openmp_enabled():
 
 
 def default_n_threads():
-    """What n_threads=None means now: OpenMP's max threads for the calling thread."""
-    return fl_openmp_max_threads()
+    """What n_threads=None means now, for the calling thread (see resolve_default_threads)."""
+    return resolve_default_threads()
+
+
+def cpu_quota():
+    """The container CPU quota in whole CPUs (0: none), as read at import."""
+    return CPU_QUOTA
 
 
 def isa_levels():
@@ -494,3 +544,137 @@ def set_isa(str name):
                 raise ValueError(f"SIMD level {name!r} cannot run on this CPU or was not built")
             return
     raise ValueError(f"unknown SIMD level {name!r}")
+
+
+# ------------------------------------------------------------------ the fast path
+#
+# A training loop calls a loss thousands of times on small arrays, where Python-level argument
+# checks would cost more than the kernel. The functions below recognise the common case in a
+# few C-level tests -- exact ndarrays of the input's dtype, C-contiguous and aligned, int64
+# class indices, default-like options -- and run it directly. They never raise for bad input:
+# anything they do not recognise returns None, and fastloss/_api.py then validates it fully
+# (and raises with its messages). So every error message lives in one place, _validation.py.
+
+cdef object _LossResult = None
+
+
+def _set_result_type(result_type):
+    """Called once by fastloss._api with its LossResult named tuple."""
+    global _LossResult
+    _LossResult = result_type
+
+
+cdef inline bint plain_float_array(object value, int ndim):
+    """An exact ndarray of float32/float64 with `ndim` dims, C-contiguous and aligned."""
+    if not cnp.PyArray_CheckExact(value):
+        return False
+    cdef cnp.ndarray array = <cnp.ndarray>value
+    cdef int type_num = cnp.PyArray_TYPE(array)
+    return (cnp.PyArray_NDIM(array) == ndim
+            and (type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISCARRAY_RO(array))
+
+
+cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b):
+    """The byte ranges of two C-contiguous arrays do not overlap."""
+    cdef uintptr_t a0 = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef uintptr_t b0 = <uintptr_t>cnp.PyArray_DATA(b)
+    return a0 + <uintptr_t>cnp.PyArray_NBYTES(a) <= b0 or b0 + <uintptr_t>cnp.PyArray_NBYTES(b) <= a0
+
+
+cdef inline int reduction_code(object reduction):
+    """0 mean, 1 sum, 2 none, -1 anything else."""
+    if reduction == "mean":
+        return 0
+    if reduction == "sum":
+        return 1
+    if reduction == "none":
+        return 2
+    return -1
+
+
+cdef inline int plain_n_threads(object n_threads):
+    """0 for None (resolved later, only if the call goes parallel), the count for a plain
+    int >= 1, -1 for anything else."""
+    if n_threads is None:
+        return 0
+    if PyLong_CheckExact(n_threads) and 1 <= n_threads <= 1 << 30:
+        return <int>n_threads
+    return -1
+
+
+cdef inline bint plain_gradient_buffer(object out, cnp.ndarray like):
+    """out is None, the input itself, or a separate writeable array just like it."""
+    if out is None:
+        return True
+    if out is like:
+        return cnp.PyArray_ISWRITEABLE(like)
+    if not cnp.PyArray_CheckExact(out):
+        return False
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    return (cnp.PyArray_ISCARRAY(o)
+            and cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(like)
+            and cnp.PyArray_NDIM(o) == cnp.PyArray_NDIM(like)
+            and cnp.PyArray_SIZE(o) == cnp.PyArray_SIZE(like)
+            and cnp.PyArray_DIM(o, 0) == cnp.PyArray_DIM(like, 0)
+            and disjoint(o, like))
+
+
+def softmax_cross_entropy_fast(object logits, object target, object weight, object ignore_index,
+                               object label_smoothing, object reduction, object compute_grad,
+                               object out, object n_threads):
+    """softmax_cross_entropy for plain class-index calls, or None (see above)."""
+    if not plain_float_array(logits, 2) or weight is not None:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>logits
+    cdef int64_t n_rows = cnp.PyArray_DIM(x, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(x, 1)
+    if n_classes < 1 or n_rows < 1:
+        return None
+    if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_NDIM(<cnp.ndarray>target) == 1
+            and cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_INT64
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>target)
+            and cnp.PyArray_DIM(<cnp.ndarray>target, 0) == n_rows):
+        return None
+    cdef cnp.ndarray t = <cnp.ndarray>target
+    if not PyLong_CheckExact(ignore_index) or not (-(1 << 62) < ignore_index < (1 << 62)):
+        return None
+    cdef double eps
+    if PyFloat_CheckExact(label_smoothing):
+        eps = PyFloat_AS_DOUBLE(label_smoothing)
+    elif PyLong_CheckExact(label_smoothing) and (label_smoothing == 0 or label_smoothing == 1):
+        eps = <double>label_smoothing
+    else:
+        return None
+    if not (0.0 <= eps <= 1.0):
+        return None
+    cdef int code = reduction_code(reduction)
+    cdef int threads = plain_n_threads(n_threads)
+    if code < 0 or threads < 0 or not (compute_grad is True or compute_grad is False):
+        return None
+    if compute_grad is False and out is not None:
+        return None
+    if out is not None and not (plain_gradient_buffer(out, x) and disjoint(<cnp.ndarray>out, t)):
+        return None
+    bad, denominator = check_class_indices(t, n_classes, ignore_index, None)
+    if bad >= 0:
+        return None
+    cdef cnp.ndarray grad = None
+    if compute_grad is True:
+        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef cnp.ndarray loss_out = None
+    if code == 2:
+        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef double scale = 1.0
+    if code == 0:
+        scale = 1.0 / denominator if denominator != 0 else float("nan")
+    total = softmax_cross_entropy(x, t, None, None, ignore_index, eps, <double>n_classes,
+                                  scale, grad, loss_out, threads)
+    if code == 0:
+        loss = total / denominator if denominator != 0 else float("nan")
+    elif code == 1:
+        loss = total
+    else:
+        loss = loss_out
+    return tuple.__new__(_LossResult, (loss, grad))

@@ -48,10 +48,11 @@ def reduction(value) -> str:
 
 
 def n_threads(value) -> int:
-    """Resolve n_threads once: None means OpenMP's current default (OMP_NUM_THREADS,
-    threadpoolctl limits); otherwise an int >= 1."""
+    """n_threads for the kernels: an int >= 1, or 0 for None, which the kernel driver
+    resolves only when a call is large enough to run in parallel (OpenMP's default --
+    OMP_NUM_THREADS, threadpoolctl limits -- capped by the CPUs the process may use)."""
     if value is None:
-        return max(1, _kernels.default_n_threads())
+        return 0
     if isinstance(value, bool):
         raise TypeError(f"n_threads must be None or an int >= 1, got {value!r}")
     try:
@@ -163,11 +164,13 @@ def out_array(out, like: np.ndarray, inputs: dict) -> Optional[np.ndarray]:
         raise ValueError("out must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError("out must be writeable, got a read-only array")
-    same_as_input = (out.__array_interface__["data"][0] == like.__array_interface__["data"][0]
-                     and like.flags.c_contiguous)
-    if not same_as_input and np.may_share_memory(out, like) and np.shares_memory(out, like):
-        raise ValueError("out overlaps the input without being the input itself; pass the "
-                         "input itself for an in-place gradient, or a separate array")
+    if out is not like and np.may_share_memory(out, like):
+        # in place through another view of the same buffer is fine; any other overlap is not
+        same_view = (like.flags.c_contiguous and out.strides == like.strides
+                     and out.__array_interface__["data"][0] == like.__array_interface__["data"][0])
+        if not same_view and np.shares_memory(out, like):
+            raise ValueError("out overlaps the input without being the input itself; pass the "
+                             "input itself for an in-place gradient, or a separate array")
     for name, array in inputs.items():
         if array is not None and np.may_share_memory(out, array) and np.shares_memory(out, array):
             raise ValueError(f"out overlaps {name}; the gradient would overwrite it")

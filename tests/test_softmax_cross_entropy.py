@@ -173,3 +173,68 @@ def test_returns_named_tuple():
     assert isinstance(result, fastloss.LossResult)
     assert result.loss == pytest.approx(np.log(3))
     assert result.grad is result[1]
+
+
+@pytest.mark.parametrize("n_classes", [2, 15, 16, 17, 31, 39, 40, 41, 63, 64, 65, 100, 127, 1000])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_counts_around_vector_widths_and_layouts(n_classes, dtype):
+    """The kernel switches layout by C and handles partial vectors specially: check both
+    sides of every boundary, for every option kind, against the reference."""
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((67, n_classes)) * 3).astype(dtype)
+    y = rng.integers(0, n_classes, 67)
+    y[::5] = -100
+    t = rng.dirichlet(np.ones(n_classes), 67)
+    for target, kwargs in ((y, {}), (y, {"label_smoothing": 0.2, "weight": rng.random(n_classes)}),
+                           (t, {}), (t, {"label_smoothing": 0.1})):
+        loss, grad = fastloss.softmax_cross_entropy(x, target, reduction="none", **kwargs)
+        ref_loss, ref_grad = reference.softmax_cross_entropy(x.astype(np.float64), target,
+                                                             reduction="none", **kwargs)
+        rtol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("n_classes", [10, 100, 1000])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_whatever_the_array_address(n_classes, dtype):
+    """Determinism must not depend on where the arrays lie in memory (alignment)."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((300, n_classes)) * 3).astype(dtype)
+    y = rng.integers(0, n_classes, 300)
+    expected = fastloss.softmax_cross_entropy(x, y, reduction="none", label_smoothing=0.1)
+    expected_mean = fastloss.softmax_cross_entropy(x, y, label_smoothing=0.1).loss
+    itemsize = np.dtype(dtype).itemsize
+    for shift in range(1, 64 // itemsize):
+        buffer = np.empty(x.size + shift, dtype=dtype)
+        moved = buffer[shift:].reshape(x.shape)
+        moved[...] = x
+        loss, grad = fastloss.softmax_cross_entropy(moved, y, reduction="none", label_smoothing=0.1)
+        np.testing.assert_array_equal(loss, expected.loss)
+        np.testing.assert_array_equal(grad, expected.grad)
+        assert fastloss.softmax_cross_entropy(moved, y, label_smoothing=0.1).loss == expected_mean
+
+
+def test_in_place_on_a_read_only_array_is_refused():
+    x = np.zeros((3, 4))
+    x.flags.writeable = False
+    with pytest.raises(ValueError, match="out"):
+        fastloss.softmax_cross_entropy(x, np.array([0, 1, 2]), out=x)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_and_validated_path_agree(reduction, dtype):
+    """Plain calls take a C-level fast path (fastloss/_kernels.pyx); an equivalent call that
+    it does not recognise (an int32 target, a NumPy scalar for label_smoothing) takes the
+    validated path. Both give the same bits and the same types."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((50, 7)).astype(dtype)
+    y = rng.integers(0, 7, 50)
+    fast = fastloss.softmax_cross_entropy(x, y, reduction=reduction, label_smoothing=0.1)
+    validated = fastloss.softmax_cross_entropy(x, y.astype(np.int32), reduction=reduction,
+                                               label_smoothing=np.float64(0.1))
+    np.testing.assert_array_equal(np.asarray(fast.loss), np.asarray(validated.loss))
+    np.testing.assert_array_equal(fast.grad, validated.grad)
+    assert type(fast) is type(validated) is fastloss.LossResult
+    assert type(fast.loss) is type(validated.loss)

@@ -8,8 +8,11 @@
  * code, whichever the calling function is compiled for (fl_kernels.c compiles each kernel
  * once per ISA and dispatches at run time).
  *
- * Accuracy (checked by tests/test_math.py against NumPy/libm in higher precision):
- *   exp, log, log1p: about 1 ulp in float32 and float64.
+ * Accuracy (tests/test_math.py, against float64 / long double references, every ISA variant;
+ * exp on every float32 argument, the others on dense sweeps), largest errors measured:
+ *   exp, log, log1p: 0.84 ulp in float32 and float64;
+ *   exp_nonpos (float32 softmax exp): 0.91 ulp with FMA (avx2, avx512), 1.17 ulp without;
+ *   softplus, log_sigmoid: 1.51 ulp; sigmoid: 2.25 ulp.
  *   nan propagates; +-inf, 0, overflow and gradual underflow behave as C99 Annex F says.
  * Compile with -fno-trapping-math (value-safe) and never with -ffast-math: the selects and
  * the nan tests below rely on IEEE semantics.
@@ -56,45 +59,108 @@ FL_INLINE double fl_exp2i_f64(double k)
  * Functions", 1980): k * LN2_HI is exact because LN2_HI has trailing zero bits.
  * exp(r) = 1 + r + r^2 P(r), P fitted for least relative error on the interval
  * (float32: degree 4, max rel. error 3.6e-9; float64: degree 9, 4.3e-18).
+ * The sum is evaluated as hi + (lo + r^2 P) with hi = 1 + r rounded and lo = (1 - hi) + r
+ * its exact rounding error (Fast2Sum, |r| < 1; Dekker 1971): only the last addition rounds
+ * at the scale of the result. Rounding r + r^2 P first and then adding 1 rounds twice and
+ * reached 1.01 ulp (float32) / 1.04 ulp (float64) where FMA contraction is on; this form
+ * stays within 0.80 / 0.82 ulp in every ISA variant for three more additions
+ * (measured by tests/test_math.py: every float32, millions of float64).
  * 2^k is applied as two factors 2^k1 * 2^k2 so that results down into the subnormal range
  * round once (gradual underflow) and results past the largest float become +inf.
  */
+#define FL_LOG2E_F32 0x1.715476p+0f
+#define FL_LN2_HI_F32 0x1.62e4p-1f          /* 9 significant bits: k * LN2_HI is exact */
+#define FL_LN2_LO_F32 0x1.7f7d1cp-20f       /* ln 2 - LN2_HI */
+#define FL_LOG2E_F64 0x1.71547652b82fep+0
+#define FL_LN2_HI_F64 0x1.62e42feep-1       /* 32 significant bits */
+#define FL_LN2_LO_F64 0x1.a39ef35793c76p-33
+
+/* rint(x) for |x| < 2^22 (float) / 2^51 (double), see FL_ROUND_MAGIC_*. */
+FL_INLINE float fl_rint_f32(float x) { return (x + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32; }
+FL_INLINE double fl_rint_f64(double x) { return (x + FL_ROUND_MAGIC_F64) - FL_ROUND_MAGIC_F64; }
+
+/* r = x - k ln 2 for k = rint(x / ln 2), |r| <= ln2/2 (Cody-Waite: k * LN2_HI is exact). */
+FL_INLINE float fl_exp_arg_f32(float x, float k)
+{
+    const float r = x - k * FL_LN2_HI_F32;
+    return r - k * FL_LN2_LO_F32;
+}
+
+FL_INLINE double fl_exp_arg_f64(double x, double k)
+{
+    const double r = x - k * FL_LN2_HI_F64;
+    return r - k * FL_LN2_LO_F64;
+}
+
+/* P(r) with exp(r) = 1 + r + r^2 P(r) on |r| <= ln2/2. */
+FL_INLINE float fl_exp_poly_f32(float r)
+{
+    return 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
+           + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
+}
+
+FL_INLINE double fl_exp_poly_f64(double r)
+{
+    return 0x1.000000000000bp-1 + r * (0x1.5555555555513p-3
+        + r * (0x1.55555555500b2p-5 + r * (0x1.1111111121b01p-7
+        + r * (0x1.6c16c18581530p-10 + r * (0x1.a01a014a32d85p-13
+        + r * (0x1.a019970598987p-16 + r * (0x1.71dedfc117959p-19
+        + r * (0x1.28afdbfa89bf0p-22 + r * 0x1.adeb8db5d7212p-26))))))));
+}
+
+/* exp(r) = hi + (lo + r^2 P(r)), hi + lo = 1 + r exactly (see the comment above). */
+FL_INLINE float fl_exp_reduced_f32(float r)
+{
+    const float hi = 1.0f + r;
+    const float lo = (1.0f - hi) + r;
+    return hi + (lo + r * r * fl_exp_poly_f32(r));
+}
+
+FL_INLINE double fl_exp_reduced_f64(double r)
+{
+    const double hi = 1.0 + r;
+    const double lo = (1.0 - hi) + r;
+    return hi + (lo + r * r * fl_exp_poly_f64(r));
+}
+
 FL_INLINE float fl_exp_f32(float x)
 {
     float xc = x < -104.0f ? -104.0f : x;   /* exp(-104) < 2^-150: rounds to 0 */
     xc = xc > 89.0f ? 89.0f : xc;           /* exp(89) > FLT_MAX: rounds to inf */
     xc = (x == x) ? xc : 0.0f;              /* keep nan out of the integer arithmetic */
-    const float k = (xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
-    float r = xc - k * 0x1.62e4p-1f;
-    r = r - k * 0x1.7f7d1cp-20f;
-    const float p = 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
-                    + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
-    const float er = 1.0f + (r + r * r * p);
-    const float k1 = (k * 0.5f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
+    const float k = fl_rint_f32(xc * FL_LOG2E_F32);
+    const float k1 = fl_rint_f32(k * 0.5f);
     const float k2 = k - k1;
+    const float er = fl_exp_reduced_f32(fl_exp_arg_f32(xc, k));
     const float y = (er * fl_exp2i_f32(k1)) * fl_exp2i_f32(k2);
     return (x == x) ? y : x;
 }
 
 /*
- * exp for x <= 0 as the softmax needs it (x = logit - row max). One scale factor instead of
- * two, so results below FLT_MIN (x < -87.33) are returned as 0 instead of subnormals: such a
- * term is below 1.2e-38 against a softmax denominator >= 1. nan in, nan out.
+ * exp for x <= 0 as the softmax needs it (x = logit - row max): the hottest loop of the
+ * softmax kernels, so it does the least work that keeps it accurate where it matters.
+ * - Results below FLT_MIN (x < -87.33) are returned as 0 instead of subnormals, so one scale
+ *   factor 2^k (k >= -126) suffices: such a term is below 1.2e-38 against a softmax
+ *   denominator >= 1.
+ * - No nan selects: a nan argument stays nan through every operation below (the scale bits
+ *   built from it are finite or not, but nan * anything is nan), and no upper clamp: the
+ *   argument is never positive.
+ * - The rounding sum j = x log2(e) + magic yields both k = j - magic and the bits of 2^k.
+ * - exp(r) = 1 + r (1 + r P(r)) is two fused multiply-adds where the ISA has FMA (avx2,
+ *   avx512: 0.91 ulp at most, measured on every float32), and rounds r (1 + r P) separately
+ *   without (baseline SSE2: 1.17 ulp), against 0.80 ulp and three more additions for the
+ *   compensated form of fl_exp_f32.
  */
 FL_INLINE float fl_exp_nonpos_f32(float x)
 {
     const float lo = -0x1.5d589ep+6f;       /* -87.33: ln(FLT_MIN), so k >= -126 */
-    float xc = x < lo ? lo : x;
-    xc = xc > 0.0f ? 0.0f : xc;
-    xc = (x == x) ? xc : 0.0f;
-    const float k = (xc * 0x1.715476p+0f + FL_ROUND_MAGIC_F32) - FL_ROUND_MAGIC_F32;
-    float r = xc - k * 0x1.62e4p-1f;
-    r = r - k * 0x1.7f7d1cp-20f;
-    const float p = 0x1.fffff8p-2f + r * (0x1.55548ep-3f + r * (0x1.555b58p-5f
-                    + r * (0x1.123b8ep-7f + r * 0x1.687c22p-10f)));
-    const float y = (1.0f + (r + r * r * p)) * fl_exp2i_f32(k);
-    const float z = x < lo ? 0.0f : y;
-    return (x == x) ? z : x;
+    const float xc = x < lo ? lo : x;
+    const float j = xc * FL_LOG2E_F32 + FL_ROUND_MAGIC_F32;
+    const float k = j - FL_ROUND_MAGIC_F32;
+    const float r = fl_exp_arg_f32(xc, k);
+    const float scale = fl_f32_from_bits((fl_f32_bits(j) + 127u) << 23);
+    const float y = (1.0f + r * (1.0f + r * fl_exp_poly_f32(r))) * scale;
+    return x < lo ? 0.0f : y;
 }
 
 FL_INLINE double fl_exp_f64(double x)
@@ -102,84 +168,119 @@ FL_INLINE double fl_exp_f64(double x)
     double xc = x < -746.0 ? -746.0 : x;     /* exp(-746) < 2^-1075: rounds to 0 */
     xc = xc > 710.0 ? 710.0 : xc;            /* exp(710) > DBL_MAX */
     xc = (x == x) ? xc : 0.0;
-    const double k = (xc * 0x1.71547652b82fep+0 + FL_ROUND_MAGIC_F64) - FL_ROUND_MAGIC_F64;
-    double r = xc - k * 0x1.62e42feep-1;
-    r = r - k * 0x1.a39ef35793c76p-33;
-    const double p = 0x1.000000000000bp-1 + r * (0x1.5555555555513p-3
-        + r * (0x1.55555555500b2p-5 + r * (0x1.1111111121b01p-7
-        + r * (0x1.6c16c18581530p-10 + r * (0x1.a01a014a32d85p-13
-        + r * (0x1.a019970598987p-16 + r * (0x1.71dedfc117959p-19
-        + r * (0x1.28afdbfa89bf0p-22 + r * 0x1.adeb8db5d7212p-26))))))));
-    const double er = 1.0 + (r + r * r * p);
-    const double k1 = (k * 0.5 + FL_ROUND_MAGIC_F64) - FL_ROUND_MAGIC_F64;
+    const double k = fl_rint_f64(xc * FL_LOG2E_F64);
+    const double k1 = fl_rint_f64(k * 0.5);
     const double k2 = k - k1;
+    const double er = fl_exp_reduced_f64(fl_exp_arg_f64(xc, k));
     const double y = (er * fl_exp2i_f64(k1)) * fl_exp2i_f64(k2);
     return (x == x) ? y : x;
 }
 
-/* float64 softmax exp: the full function; the float64 kernels are memory-bound. */
-FL_INLINE double fl_exp_nonpos_f64(double x) { return fl_exp_f64(x); }
+/* The float64 counterpart of fl_exp_nonpos_f32: results below DBL_MIN (x < -708.40) are 0. */
+FL_INLINE double fl_exp_nonpos_f64(double x)
+{
+    const double lo = -0x1.6232bdd7abcd2p+9;   /* -708.40: ln(DBL_MIN), so k >= -1022 */
+    const double xc = x < lo ? lo : x;
+    const double j = xc * FL_LOG2E_F64 + FL_ROUND_MAGIC_F64;
+    const double k = j - FL_ROUND_MAGIC_F64;
+    const double r = fl_exp_arg_f64(xc, k);
+    const double scale = fl_f64_from_bits((fl_f64_bits(j) + 1023u) << 52);
+    const double y = (1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale;
+    return x < lo ? 0.0 : y;
+}
 
 /* ===================================== log ===================================== */
 /*
  * log(x) = e ln2 + log(m),  x = 2^e m,  m in [sqrt(1/2), sqrt(2)).
  * With f = m - 1 (exact) and s = f / (2 + f):  log(1 + f) = 2 atanh(s) = 2s + s R(s^2),
  * R(z) = sum_k 2 z^k / (2k + 1), |s| <= 0.1716, truncated where the next term is below
- * the format's rounding error. Since 2s = f - s f, log(1 + f) = f - s (f - R): the exact
- * leading term f carries the result and only a small correction is rounded.
- * Subnormal x is scaled by 2^23 (2^52) first. The exponent and mantissa are split with a
- * logical shift of bits(x) + (bits(1) - bits(sqrt(1/2))), which vectorizes without the
- * 64-bit arithmetic shift that AVX2 lacks.
+ * 1/25 of the format's rounding error. Since 2s = f - f^2/2 + s f^2/2,
+ *     log(1 + f) = f - (f^2/2 - s (f^2/2 + R)),
+ * the form of fdlibm's e_log.c (Sun Microsystems, 1993): the exact leading term f carries
+ * the result, and the rounding error of s (a division) only enters through the small
+ * s (f^2/2 + R). The low part of e ln2 and a caller's correction c join the small terms, so
+ * that the result rounds essentially once: log and log1p stay within 0.84 ulp (measured,
+ * float32 and float64, every ISA), where the earlier form f - s (f - R) with the
+ * correction added afterwards reached 1.17 ulp (log, float64, x just below sqrt(1/2) where
+ * e ln 2 and log(m) cancel) and 1.44 ulp (log1p, float32, x near -2^-24).
+ * fl_log_reduced_* take a positive normal xs and return log(xs) - e_offset ln 2 + c;
+ * the caller handles 0, negative, inf and nan with fl_log_specials_*.
+ * The exponent and mantissa are split with a logical shift of
+ * bits(x) + (bits(1) - bits(sqrt(1/2))), which vectorizes without the 64-bit arithmetic shift
+ * that AVX2 lacks.
  */
-FL_INLINE float fl_log_f32(float x)
+FL_INLINE float fl_log_reduced_f32(float xs, float e_offset, float c)
 {
-    const int tiny = x < 0x1p-126f;
-    const float xs = tiny ? x * 0x1p23f : x;
     const uint32_t u = fl_f32_bits(xs) + (0x3f800000u - 0x3f3504f3u);
-    const float e = (float)(int32_t)(u >> 23) - (tiny ? 127.0f + 23.0f : 127.0f);
+    const float e = (float)(int32_t)(u >> 23) - (127.0f + e_offset);
     const float m = fl_f32_from_bits((u & 0x007fffffu) + 0x3f3504f3u);
     const float f = m - 1.0f;
     const float s = f / (2.0f + f);
     const float z = s * s;
     const float R = z * (0x1.555556p-1f + z * (0x1.99999ap-2f + z * (0x1.24924ap-2f
                     + z * 0x1.c71c72p-3f)));
-    const float log1pf_ = f - s * (f - R);
-    float y = e * 0x1.62e4p-1f + (e * 0x1.7f7d1cp-20f + log1pf_);
+    const float hfsq = 0.5f * f * f;
+    return e * FL_LN2_HI_F32 + (f - (hfsq - (s * (hfsq + R) + (e * FL_LN2_LO_F32 + c))));
+}
+
+FL_INLINE double fl_log_reduced_f64(double xs, double e_offset, double c)
+{
+    const uint64_t u = fl_f64_bits(xs) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
+    /* (u >> 52) as a double, exactly, via the 2^52 magic (no int64 -> double convert) */
+    const double e = (fl_f64_from_bits((u >> 52) | 0x4330000000000000ull) - 0x1p52)
+                     - (1023.0 + e_offset);
+    const double m = fl_f64_from_bits((u & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    const double R = z * (2.0 / 3 + z * (2.0 / 5 + z * (2.0 / 7 + z * (2.0 / 9
+        + z * (2.0 / 11 + z * (2.0 / 13 + z * (2.0 / 15 + z * (2.0 / 17 + z * (2.0 / 19
+        + z * (2.0 / 21 + z * (2.0 / 23)))))))))));
+    const double hfsq = 0.5 * f * f;
+    return e * FL_LN2_HI_F64 + (f - (hfsq - (s * (hfsq + R) + (e * FL_LN2_LO_F64 + c))));
+}
+
+/* log(0) = -inf, log(x < 0) = nan, log(inf) = inf, nan in, nan out (C99 F.9.3.7). */
+FL_INLINE float fl_log_specials_f32(float x, float y)
+{
     y = (x == 0.0f) ? -__builtin_inff() : y;
     y = (x < 0.0f) ? __builtin_nanf("") : y;
     y = (x == __builtin_inff()) ? x : y;
     return (x == x) ? y : x;
 }
 
-FL_INLINE double fl_log_f64(double x)
+FL_INLINE double fl_log_specials_f64(double x, double y)
 {
-    const int tiny = x < 0x1p-1022;
-    const double xs = tiny ? x * 0x1p52 : x;
-    const uint64_t u = fl_f64_bits(xs) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
-    /* (u >> 52) as a double, exactly, via the 2^52 magic (no int64 -> double convert) */
-    const double e = (fl_f64_from_bits((u >> 52) | 0x4330000000000000ull) - 0x1p52)
-                     - (tiny ? 1023.0 + 52.0 : 1023.0);
-    const double m = fl_f64_from_bits((u & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
-    const double f = m - 1.0;
-    const double s = f / (2.0 + f);
-    const double z = s * s;
-    const double R = z * (2.0 / 3 + z * (2.0 / 5 + z * (2.0 / 7 + z * (2.0 / 9
-        + z * (2.0 / 11 + z * (2.0 / 13 + z * (2.0 / 15 + z * (2.0 / 17 + z * (2.0 / 19)))))))));
-    const double log1p_ = f - s * (f - R);
-    double y = e * 0x1.62e42feep-1 + (e * 0x1.a39ef35793c76p-33 + log1p_);
     y = (x == 0.0) ? -__builtin_inf() : y;
     y = (x < 0.0) ? __builtin_nan("") : y;
     y = (x == __builtin_inf()) ? x : y;
     return (x == x) ? y : x;
 }
 
+/* Subnormal x is scaled by 2^23 (2^52) first. */
+FL_INLINE float fl_log_f32(float x)
+{
+    const int tiny = x < 0x1p-126f;
+    const float xs = tiny ? x * 0x1p23f : x;
+    return fl_log_specials_f32(x, fl_log_reduced_f32(xs, tiny ? 23.0f : 0.0f, 0.0f));
+}
+
+FL_INLINE double fl_log_f64(double x)
+{
+    const int tiny = x < 0x1p-1022;
+    const double xs = tiny ? x * 0x1p52 : x;
+    return fl_log_specials_f64(x, fl_log_reduced_f64(xs, tiny ? 52.0 : 0.0, 0.0));
+}
+
 /* ============================ the derived functions ============================ */
 /*
- * log1p(x) = log(u) + (x - (u - 1)) / u with u = 1 + x rounded: u - 1 is exact, so the
- * second term is the first-order correction for the rounding of 1 + x (Goldberg, "What
- * every computer scientist should know about floating-point arithmetic", 1991, Thm. 4).
- * The correction is dropped where it is not defined: u == 0 (x = -1) and x huge or inf;
- * where 1 + x rounds to 1, log1p(x) rounds to x itself.
+ * log1p(x) = log(u) + c,  u = 1 + x rounded,  c = (x - (u - 1)) / u: u - 1 and x - (u - 1)
+ * are exact for -1 <= x <= 2^24 (2^53), so c is the first-order correction for the rounding
+ * of 1 + x (Goldberg, "What every computer scientist should know about floating-point
+ * arithmetic", 1991, Thm. 4); beyond, c is zero or below the result's rounding error.
+ * c is added among the small terms of log(u) (see fl_log_reduced_*) so that it does not
+ * round separately. u is never subnormal (u >= 2^-24 when positive). Where 1 + x rounds to
+ * 1, log1p(x) rounds to x itself, which also keeps the sign of zero.
  *
  * softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))
  * log_sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|))
@@ -187,12 +288,12 @@ FL_INLINE double fl_log_f64(double x)
  * neither branch overflows.
  * Stamped out once per precision from one definition.
  */
-#define FL_DEFINE_DERIVED(T, SFX, BIG)                                              \
+#define FL_DEFINE_DERIVED(T, SFX)                                                   \
 FL_INLINE T fl_log1p_##SFX(T x)                                                     \
 {                                                                                   \
     const T u = (T)1 + x;                                                           \
     const T c = (x - (u - (T)1)) / u;                                               \
-    const T y = fl_log_##SFX(u) + ((u != (T)0 && x < (T)BIG) ? c : (T)0);          \
+    const T y = fl_log_specials_##SFX(u, fl_log_reduced_##SFX(u, (T)0, c));          \
     return (u == (T)1) ? x : y;   /* |x| < ulp(1)/2: log1p(x) rounds to x, sign of 0 kept */\
 }                                                                                   \
 FL_INLINE T fl_softplus_##SFX(T x)                                                  \
@@ -212,8 +313,8 @@ FL_INLINE T fl_sigmoid_##SFX(T x)                                               
     return (x >= (T)0 ? (T)1 : e) / ((T)1 + e);                                     \
 }
 
-FL_DEFINE_DERIVED(float, f32, 0x1p24f)
-FL_DEFINE_DERIVED(double, f64, 0x1p53)
+FL_DEFINE_DERIVED(float, f32)
+FL_DEFINE_DERIVED(double, f64)
 
 #undef FL_DEFINE_DERIVED
 

@@ -5,6 +5,30 @@
 #ifndef FASTLOSS_FL_OPENMP_H
 #define FASTLOSS_FL_OPENMP_H
 
+#if defined(__linux__)
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sched.h>
+#endif
+#include <unistd.h>
+
+/* CPUs this process may run on now (its affinity mask; it can change at run time, and
+ * OpenMP reads it only once, at start-up). */
+static inline int fl_affinity_cpus(void)
+{
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0)
+            return n;
+    }
+#endif
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 static inline int fl_openmp_enabled(void) { return 1; }

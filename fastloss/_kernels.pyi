@@ -1,0 +1,46 @@
+# Type stub for the compiled module fastloss/_kernels.pyx (internal: the public API is in
+# fastloss/__init__.py; these functions trust their arguments, see _api.py).
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+BLOCK_SIZE_ELEMENTS: int
+SERIAL_THRESHOLD_ELEMENTS: int
+MATH_FUNCTIONS: Tuple[str, ...]
+
+def softmax_cross_entropy(
+    logits: np.ndarray,
+    target: Optional[np.ndarray],
+    target_prob: Optional[np.ndarray],
+    weight: Optional[np.ndarray],
+    ignore_index: int,
+    label_smoothing: float,
+    weight_sum: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def softmax_cross_entropy_fast(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    reduction: Any,
+    compute_grad: Any,
+    out: Any,
+    n_threads: Any,
+) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
+def check_class_indices(
+    target: np.ndarray, n_classes: int, ignore_index: int, weight: Optional[np.ndarray]
+) -> Tuple[int, float]: ...
+def math_apply(name: str, x: np.ndarray, out: np.ndarray) -> None: ...
+def openmp_enabled() -> bool: ...
+def default_n_threads() -> int: ...
+def cpu_quota() -> int: ...
+def isa_levels() -> List[Tuple[str, bool, bool]]: ...
+def best_isa() -> str: ...
+def active_isa() -> str: ...
+def set_isa(name: str) -> None: ...
+def _set_result_type(result_type: type) -> None: ...
