@@ -283,21 +283,25 @@ def test_sigmoid_focal_gamma_zero_without_alpha_is_bce():
 
 # ------------------------------------------------------------------------ softmax focal
 
+@pytest.mark.parametrize("n_classes", [1, 2, 13, 129, 1000])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_softmax_focal_gamma_zero_is_softmax_cross_entropy(reduction, dtype):
+def test_softmax_focal_gamma_zero_is_softmax_cross_entropy(reduction, dtype, n_classes):
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((300, 13)) * 3).astype(dtype)
-    y = rng.integers(0, 13, 300)
-    y[::7] = 4
-    for ignore_index in (-100, 4):
+    x = (rng.standard_normal((300, n_classes)) * 3).astype(dtype)
+    y = rng.integers(0, n_classes, 300)
+    y[::7] = n_classes - 1
+    for ignore_index in (-100, n_classes - 1):
         focal = fastloss.softmax_focal(x, y, gamma=0.0, ignore_index=ignore_index,
                                        reduction=reduction)
         ce = fastloss.softmax_cross_entropy(x, y, ignore_index=ignore_index,
                                             reduction=reduction)
-        np.testing.assert_allclose(focal.loss, ce.loss, rtol=4 * rtol_for(dtype))
+        # (absolute tolerance for the loss: a confident row's small loss comes from
+        # log s - (x_y - m) with s near 1 in cross-entropy, from log1p in focal)
+        eps = np.finfo(dtype).eps
+        np.testing.assert_allclose(focal.loss, ce.loss, rtol=4 * rtol_for(dtype), atol=4 * eps)
         np.testing.assert_allclose(focal.grad, ce.grad, rtol=4 * rtol_for(dtype),
-                                   atol=np.finfo(dtype).eps * np.abs(ce.grad).max())
+                                   atol=eps * np.abs(ce.grad).max())
 
 
 @needs_torch
@@ -320,40 +324,48 @@ def test_softmax_focal_scalar_alpha_and_all_ignored(gamma):
     np.testing.assert_allclose(scaled.grad, xt.grad.numpy(), rtol=1e-12)
 
 
+# class counts that take the chunk layout (few classes) and the row layout of the kernel
+LAYOUT_CLASSES = [4, 300]
+
+
+@pytest.mark.parametrize("n_classes", LAYOUT_CLASSES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0])
-def test_softmax_focal_confident_rows_have_accurate_finite_gradients(gamma, dtype):
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0, 3.0])
+def test_softmax_focal_confident_rows_have_accurate_finite_gradients(gamma, dtype, n_classes):
     """p_y within 1e-13 of 1 (and beyond float64's reach): the gradient stays finite and
     keeps its digits, the value K = o^gamma (1 + gamma p_y (-log p_y) / o), o = 1 - p_y."""
     margins = np.array([5.0, 20.0, 30.0, 45.0, 80.0, 800.0])
-    x = np.zeros((len(margins), 4), dtype=dtype)
+    x = np.zeros((len(margins), n_classes), dtype=dtype)
     x[:, 1] = margins.astype(dtype)
     y = np.ones(len(margins), dtype=np.int64)
     loss, grad = fastloss.softmax_focal(x, y, gamma=gamma, reduction="none")
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
     m = x.astype(np.float64)[:, 1]
-    o = 3 * np.exp(-m) / (1 + 3 * np.exp(-m))     # 1 - p_y
-    neg_log_p = np.log1p(3 * np.exp(-m))
-    p_y = 1 / (1 + 3 * np.exp(-m))
+    others = n_classes - 1
+    o = others * np.exp(-m) / (1 + others * np.exp(-m))     # 1 - p_y
+    neg_log_p = np.log1p(others * np.exp(-m))
+    p_y = 1 / (1 + others * np.exp(-m))
     ratio = np.where(o > 0, neg_log_p / np.where(o > 0, o, 1), 1)
     K = o ** gamma * (1 + gamma * p_y * ratio)
     tiny = np.finfo(dtype).tiny
     np.testing.assert_allclose(loss, o ** gamma * neg_log_p, rtol=8 * rtol_for(dtype), atol=tiny)
     np.testing.assert_allclose(grad[:, 1], -K * o, rtol=8 * rtol_for(dtype), atol=tiny)
-    p_other = np.exp(-m) / (1 + 3 * np.exp(-m))
+    p_other = np.exp(-m) / (1 + others * np.exp(-m))
     np.testing.assert_allclose(grad[:, 0], K * p_other, rtol=8 * rtol_for(dtype), atol=tiny)
-    assert np.all(grad[:3, 1] < 0)  # tiny but not rounded away
+    representable = np.abs(K * o) > 1e3 * tiny
+    assert np.all(grad[representable, 1] < 0)  # tiny but not rounded away
 
 
+@pytest.mark.parametrize("n_classes", LAYOUT_CLASSES)
 @pytest.mark.parametrize("offset", [1e4, -1e4, 1e30, -1e30])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_focal_huge_logits(dtype, offset):
+def test_softmax_focal_huge_logits(dtype, offset, n_classes):
     """Accuracy relative to the differences between logits: the float64 reference on the very
     same (rounded) values is the truth."""
     rng = np.random.default_rng(7)
-    noise = rng.standard_normal((64, 10)) * 2
+    noise = rng.standard_normal((64, n_classes)) * 2
     x = ((offset + noise) if abs(offset) < 1e20 else offset * (1 + noise * 1e-6)).astype(dtype)
-    y = rng.integers(0, 10, 64)
+    y = rng.integers(0, n_classes, 64)
     for gamma in (0.5, 2.0):
         loss, grad = fastloss.softmax_focal(x, y, gamma=gamma, reduction="none")
         ref_loss, ref_grad = reference.softmax_focal(x.astype(np.float64), y, gamma=gamma,
@@ -503,3 +515,28 @@ def test_elementwise_losses_take_any_shape(name, shape):
     assert loss.shape == shape and grad.shape == shape
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("n_classes", [1, 3, 16, 17, 128, 129, 2047, 2048, 2049])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_focal_both_layouts_and_label_positions(dtype, n_classes):
+    """Labels at the first and last class and in between, with vector tails of every length,
+    for class counts on both sides of the layout switch, against the reference."""
+    rng = np.random.default_rng(10)
+    n = 40
+    x = (rng.standard_normal((n, n_classes)) * 3).astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    y[:3] = [0, n_classes - 1, n_classes // 2]
+    y[5] = -100
+    alpha = rng.uniform(0.2, 2.0, n_classes)
+    for gamma in (0.0, 2.0, 0.7):
+        loss, grad = fastloss.softmax_focal(x, y, alpha=alpha, gamma=gamma, reduction="none")
+        ref_loss, ref_grad = reference.softmax_focal(x.astype(np.float64), y, alpha=alpha,
+                                                     gamma=gamma, reduction="none")
+        rtol = 4e-6 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol * 1e-3)
+        np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * 1e-3)
+        x_in_place = x.copy()
+        fastloss.softmax_focal(x_in_place, y, alpha=alpha, gamma=gamma, out=x_in_place)
+        np.testing.assert_array_equal(
+            x_in_place, fastloss.softmax_focal(x, y, alpha=alpha, gamma=gamma).grad)
