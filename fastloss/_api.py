@@ -228,6 +228,10 @@ def binary_cross_entropy_with_logits(
     the input (a scalar, a last-axis (C,) vector, the full shape): the kernel indexes them
     periodically. Other broadcasts (e.g. a per-row (N, 1) weight) are expanded once.
     """
+    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_BCE, logits, target, weight,
+                                       pos_weight, reduction, compute_grad, out, n_threads)
+    if result is not None:  # plain arrays without weights: the checks done in C
+        return result
     logits, target_array, reduction, compute_grad, threads = _elementwise_setup(
         logits, target, "logits", reduction, compute_grad, out, n_threads)
     weight_values = check.broadcast_weight(weight, "weight", logits.shape, logits.dtype)
@@ -290,6 +294,10 @@ def huber(
     Both pieces and their derivatives agree at |d| = delta. No transcendental functions;
     the kernel runs at memory speed.
     """
+    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_HUBER, input, target, delta, None,
+                                       reduction, compute_grad, out, n_threads)
+    if result is not None:  # plain arrays and options: the checks done in C
+        return result
     delta = check.real_scalar(delta, "delta", low=0.0, low_open=True)
     return _huber_family(input, target, delta, 1.0, reduction, compute_grad, out, n_threads)
 
@@ -325,6 +333,10 @@ def smooth_l1(
 
     It is computed by the Huber kernel with delta = beta and a factor 1 / beta.
     """
+    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_SMOOTH_L1, input, target, beta,
+                                       None, reduction, compute_grad, out, n_threads)
+    if result is not None:  # plain arrays and options: the checks done in C
+        return result
     beta = check.real_scalar(beta, "beta", low=0.0, low_open=True)
     return _huber_family(input, target, beta, 1.0 / beta, reduction, compute_grad, out,
                          n_threads)
@@ -375,6 +387,10 @@ def sigmoid_focal(
     p - t = (P - M) / (1 + e), q = (P + M) / (1 + e), r = e / ((1 + e)(P + M)) and
     ce = (1 - t) max(x, 0) + t max(-x, 0) + log1p(e): no cancellation for any finite x.
     """
+    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_SIGMOID_FOCAL, logits, target,
+                                       alpha, gamma, reduction, compute_grad, out, n_threads)
+    if result is not None:  # plain arrays and options: the checks done in C
+        return result
     alpha = check.real_scalar(alpha, "alpha")
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
     logits, target_array, reduction, compute_grad, threads = _elementwise_setup(
@@ -433,6 +449,10 @@ def softmax_focal(
     p_y >= 1/2, log s - (x_y - m) elsewhere: accurate for logits of any finite magnitude,
     judged relative to their differences.
     """
+    result = _kernels.softmax_focal_fast(logits, target, alpha, gamma, ignore_index, reduction,
+                                         compute_grad, out, n_threads)
+    if result is not None:  # plain arrays, class indices, scalar alpha: the checks done in C
+        return result
     logits = check.float_input(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")

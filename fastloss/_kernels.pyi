@@ -32,6 +32,78 @@ def softmax_cross_entropy_fast(
     out: Any,
     n_threads: Any,
 ) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
+ELEMENTWISE_CHUNK: int
+ELEMENTWISE_BCE: int
+ELEMENTWISE_HUBER: int
+ELEMENTWISE_SMOOTH_L1: int
+ELEMENTWISE_SIGMOID_FOCAL: int
+
+def binary_cross_entropy_with_logits(
+    logits: np.ndarray,
+    target: np.ndarray,
+    weight: Optional[np.ndarray],
+    weight_period: int,
+    pos_weight: Optional[np.ndarray],
+    pos_weight_period: int,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def huber(
+    input: np.ndarray,
+    target: np.ndarray,
+    delta: float,
+    loss_scale: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def sigmoid_focal(
+    logits: np.ndarray,
+    target: np.ndarray,
+    alpha: float,
+    gamma: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def softmax_focal(
+    logits: np.ndarray,
+    target: np.ndarray,
+    alpha: Optional[np.ndarray],
+    alpha_scalar: float,
+    gamma: float,
+    ignore_index: int,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def elementwise_fast(
+    kind: int,
+    input: Any,
+    target: Any,
+    first: Any,
+    second: Any,
+    reduction: Any,
+    compute_grad: Any,
+    out: Any,
+    n_threads: Any,
+) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
+def softmax_focal_fast(
+    logits: Any,
+    target: Any,
+    alpha: Any,
+    gamma: Any,
+    ignore_index: Any,
+    reduction: Any,
+    compute_grad: Any,
+    out: Any,
+    n_threads: Any,
+) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
 def check_class_indices(
     target: np.ndarray, n_classes: int, ignore_index: int, weight: Optional[np.ndarray]
 ) -> Tuple[int, float]: ...

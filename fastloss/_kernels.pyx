@@ -678,3 +678,167 @@ def softmax_cross_entropy_fast(object logits, object target, object weight, obje
     else:
         loss = loss_out
     return tuple.__new__(_LossResult, (loss, grad))
+
+
+# The fast paths of the element-wise losses and softmax focal, by the same rules: anything not
+# recognised returns None and is validated (and rejected with its message) by _api.py.
+
+cdef inline bint plain_like(object value, cnp.ndarray like):
+    """An exact ndarray of like's dtype and shape, C-contiguous and aligned."""
+    if not cnp.PyArray_CheckExact(value):
+        return False
+    cdef cnp.ndarray array = <cnp.ndarray>value
+    cdef int d
+    if (cnp.PyArray_TYPE(array) != cnp.PyArray_TYPE(like) or not cnp.PyArray_ISCARRAY_RO(array)
+            or cnp.PyArray_NDIM(array) != cnp.PyArray_NDIM(like)):
+        return False
+    for d in range(cnp.PyArray_NDIM(like)):
+        if cnp.PyArray_DIM(array, d) != cnp.PyArray_DIM(like, d):
+            return False
+    return True
+
+
+cdef inline bint plain_real(object value, double *number):
+    """A Python float that is not nan, or a Python int of moderate size, into *number."""
+    if PyFloat_CheckExact(value):
+        number[0] = PyFloat_AS_DOUBLE(value)
+        return number[0] == number[0]
+    if PyLong_CheckExact(value) and -(1 << 52) < value < (1 << 52):
+        number[0] = <double>value
+        return True
+    return False
+
+
+cdef inline bint plain_out(object out, cnp.ndarray like, cnp.ndarray target):
+    """out is None, the input itself, or a separate writeable array just like it; never
+    overlapping the target."""
+    if out is None:
+        return True
+    if out is like:
+        return cnp.PyArray_ISWRITEABLE(like) and disjoint(like, target)
+    return (plain_like(out, like) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+            and disjoint(<cnp.ndarray>out, like) and disjoint(<cnp.ndarray>out, target))
+
+
+# kinds of elementwise_fast
+ELEMENTWISE_BCE = 0
+ELEMENTWISE_HUBER = 1
+ELEMENTWISE_SMOOTH_L1 = 2
+ELEMENTWISE_SIGMOID_FOCAL = 3
+
+
+def elementwise_fast(int kind, object input, object target, object first, object second,
+                     object reduction, object compute_grad, object out, object n_threads):
+    """An element-wise loss for plain calls, or None. first, second: BCE weight and
+    pos_weight (both None here), Huber delta, smooth L1 beta, sigmoid focal alpha and gamma."""
+    if not cnp.PyArray_CheckExact(input):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>input
+    cdef int type_num = cnp.PyArray_TYPE(x)
+    if not ((type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_SIZE(x) > 0):
+        return None
+    if not plain_like(target, x):
+        return None
+    cdef cnp.ndarray t = <cnp.ndarray>target
+    cdef int code = reduction_code(reduction)
+    cdef int threads = plain_n_threads(n_threads)
+    if code < 0 or threads < 0 or not (compute_grad is True or compute_grad is False):
+        return None
+    if compute_grad is False and out is not None:
+        return None
+    if not plain_out(out, x, t):
+        return None
+    cdef double a = 0.0, b = 0.0
+    if kind == ELEMENTWISE_BCE:
+        if first is not None or second is not None:
+            return None
+    elif kind == ELEMENTWISE_HUBER or kind == ELEMENTWISE_SMOOTH_L1:
+        if not plain_real(first, &a) or not a > 0.0:
+            return None
+    elif kind == ELEMENTWISE_SIGMOID_FOCAL:
+        if not plain_real(first, &a) or not plain_real(second, &b) or not b >= 0.0:
+            return None
+    else:
+        return None
+    cdef cnp.ndarray grad = None
+    if compute_grad is True:
+        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
+            cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+    cdef cnp.ndarray loss_out = None
+    if code == 2:
+        loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+    cdef double n = <double>cnp.PyArray_SIZE(x)
+    cdef double scale = 1.0 / n if code == 0 else 1.0
+    if kind == ELEMENTWISE_BCE:
+        total = binary_cross_entropy_with_logits(x, t, None, 1, None, 1, scale, grad, loss_out,
+                                                 threads)
+    elif kind == ELEMENTWISE_HUBER:
+        total = huber(x, t, a, 1.0, scale, grad, loss_out, threads)
+    elif kind == ELEMENTWISE_SMOOTH_L1:
+        total = huber(x, t, a, 1.0 / a, scale, grad, loss_out, threads)
+    else:
+        total = sigmoid_focal(x, t, a, b, scale, grad, loss_out, threads)
+    if code == 0:
+        loss = total / n
+    elif code == 1:
+        loss = total
+    else:
+        loss = loss_out
+    return tuple.__new__(_LossResult, (loss, grad))
+
+
+def softmax_focal_fast(object logits, object target, object alpha, object gamma,
+                       object ignore_index, object reduction, object compute_grad, object out,
+                       object n_threads):
+    """softmax_focal for plain calls (alpha None or a number), or None."""
+    if not plain_float_array(logits, 2):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>logits
+    cdef int64_t n_rows = cnp.PyArray_DIM(x, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(x, 1)
+    if n_classes < 1 or n_rows < 1:
+        return None
+    if not (cnp.PyArray_CheckExact(target) and cnp.PyArray_NDIM(<cnp.ndarray>target) == 1
+            and cnp.PyArray_TYPE(<cnp.ndarray>target) == cnp.NPY_INT64
+            and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>target)
+            and cnp.PyArray_DIM(<cnp.ndarray>target, 0) == n_rows):
+        return None
+    cdef cnp.ndarray t = <cnp.ndarray>target
+    if not PyLong_CheckExact(ignore_index) or not (-(1 << 62) < ignore_index < (1 << 62)):
+        return None
+    cdef double alpha_scalar = 1.0, gamma_value = 0.0
+    if alpha is not None and not plain_real(alpha, &alpha_scalar):
+        return None
+    if not plain_real(gamma, &gamma_value) or not gamma_value >= 0.0:
+        return None
+    cdef int code = reduction_code(reduction)
+    cdef int threads = plain_n_threads(n_threads)
+    if code < 0 or threads < 0 or not (compute_grad is True or compute_grad is False):
+        return None
+    if compute_grad is False and out is not None:
+        return None
+    if out is not None and not (plain_gradient_buffer(out, x) and disjoint(<cnp.ndarray>out, t)):
+        return None
+    bad, denominator = check_class_indices(t, n_classes, ignore_index, None)
+    if bad >= 0:
+        return None
+    cdef cnp.ndarray grad = None
+    if compute_grad is True:
+        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef cnp.ndarray loss_out = None
+    if code == 2:
+        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+    cdef double scale = 1.0
+    if code == 0:
+        scale = 1.0 / denominator if denominator != 0 else float("nan")
+    total = softmax_focal(x, t, None, alpha_scalar, gamma_value, ignore_index, scale, grad,
+                          loss_out, threads)
+    if code == 0:
+        loss = total / denominator if denominator != 0 else float("nan")
+    elif code == 1:
+        loss = total
+    else:
+        loss = loss_out
+    return tuple.__new__(_LossResult, (loss, grad))

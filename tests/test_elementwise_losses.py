@@ -540,3 +540,44 @@ def test_softmax_focal_both_layouts_and_label_positions(dtype, n_classes):
         fastloss.softmax_focal(x_in_place, y, alpha=alpha, gamma=gamma, out=x_in_place)
         np.testing.assert_array_equal(
             x_in_place, fastloss.softmax_focal(x, y, alpha=alpha, gamma=gamma).grad)
+
+
+FAST_PATH_CASES = [
+    # (loss, plain keyword arguments, the same arguments in types the fast path passes on)
+    ("binary_cross_entropy_with_logits", {}, {"n_threads": np.int64(2)}),
+    ("huber", {"delta": 0.7}, {"delta": np.float64(0.7)}),
+    ("huber", {"delta": 2}, {"delta": np.int64(2)}),
+    ("smooth_l1", {"beta": 0.3}, {"beta": np.float64(0.3)}),
+    ("sigmoid_focal", {"alpha": 0.25, "gamma": 2.0}, {"alpha": np.float64(0.25)}),
+    ("sigmoid_focal", {"alpha": -1, "gamma": 0.5}, {"gamma": np.float64(0.5), "alpha": -1}),
+    ("softmax_focal", {"gamma": 2.0}, {"gamma": np.float64(2.0)}),
+    ("softmax_focal", {"alpha": 0.5, "gamma": 1}, {"alpha": np.float32(0.5), "gamma": 1}),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, plain, passed_on", FAST_PATH_CASES)
+def test_fast_path_and_validated_path_agree(name, plain, passed_on, dtype, reduction):
+    """Plain calls take a C-level fast path (fastloss/_kernels.pyx); the same call with a
+    NumPy scalar option or a target of another dtype takes the validated path. Both give the
+    same bits and the same types, with and without out= (in place too)."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((40, 9)) * 3).astype(dtype)
+    if name == "softmax_focal":
+        target = rng.integers(0, 9, 40)
+        slow_target = target.astype(np.int32)   # not int64: the validated path
+    else:
+        target = rng.random((40, 9)).astype(dtype)
+        slow_target = target   # the option types alone divert the call
+    kwargs = dict(plain, reduction=reduction)
+    fast = _call(name, x, target, **kwargs)
+    validated = _call(name, x, slow_target, **dict(kwargs, **passed_on))
+    np.testing.assert_array_equal(np.asarray(fast.loss), np.asarray(validated.loss))
+    np.testing.assert_array_equal(fast.grad, validated.grad)
+    assert type(fast) is type(validated) is fastloss.LossResult
+    assert type(fast.loss) is type(validated.loss)
+    x_in_place = x.copy()
+    in_place = _call(name, x_in_place, target, out=x_in_place, **kwargs)
+    assert in_place.grad is x_in_place
+    np.testing.assert_array_equal(x_in_place, fast.grad)
