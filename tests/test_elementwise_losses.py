@@ -581,3 +581,25 @@ def test_fast_path_and_validated_path_agree(name, plain, passed_on, dtype, reduc
     in_place = _call(name, x_in_place, target, out=x_in_place, **kwargs)
     assert in_place.grad is x_in_place
     np.testing.assert_array_equal(x_in_place, fast.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_for_every_thread_count_beyond_the_registry_shapes(dtype):
+    """The few-class layout of softmax focal and the periodic BCE weights, in parallel."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((9000, 13)) * 3).astype(dtype)
+    y = rng.integers(0, 13, 9000)
+    t = rng.random((9000, 13)).astype(dtype)
+    w, p = rng.uniform(0.5, 2.0, 13), rng.uniform(0.5, 2.0, 13)
+    calls = [
+        lambda n: fastloss.softmax_focal(x, y, gamma=1.5, n_threads=n),
+        lambda n: fastloss.binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=p,
+                                                            n_threads=n),
+        lambda n: fastloss.sigmoid_focal(x, t, gamma=0.7, n_threads=n),
+    ]
+    for call in calls:
+        first = call(1)
+        for n_threads in (2, 3):
+            other = call(n_threads)
+            assert other.loss == first.loss
+            np.testing.assert_array_equal(other.grad, first.grad)
