@@ -244,8 +244,13 @@ cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
     if partial == NULL:
         raise MemoryError()
     try:
+        # A dynamic schedule, not a static one: each block writes its own partial sum, so
+        # which thread runs it does not change the result, and on a machine where another
+        # process holds a core, the thread that is running takes the blocks the descheduled
+        # one would have waited for (a static split made the call as slow as the slower
+        # thread). A block is ~16k elements, so the shared counter costs nothing measurable.
         with nogil:
-            for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+            for b in prange(n_blocks, schedule="dynamic", chunksize=1, num_threads=n_threads):
                 partial[b] = fn(args, b * items_per_block,
                                 min(n_items, (b + 1) * items_per_block))
         for b in range(n_blocks):
