@@ -68,10 +68,7 @@ def show_config(file=None) -> dict:
     import platform
     import sys
 
-    try:
-        from ._build_config import BUILD_CONFIG
-    except ImportError:  # built by something other than setup.py
-        BUILD_CONFIG = {}
+    build = _kernels.build_info()
     levels = _kernels.isa_levels()
     info = {
         "fastloss": __version__,
@@ -83,9 +80,10 @@ def show_config(file=None) -> dict:
         "simd_level": simd_level(),
         "simd_levels": {name: ("compiled" if built else "not built") + (", CPU supports" if ok else "")
                         for name, built, ok in levels},
-        "compile_flags": " ".join(BUILD_CONFIG.get("compile_flags", [])),
-        "link_flags": " ".join(BUILD_CONFIG.get("link_flags", [])),
-        "compiler": BUILD_CONFIG.get("compiler", "unknown"),
+        "compile_flags": build["compile_flags"],
+        "link_flags": build["link_flags"],
+        "compiler": build["compiler"],
+        "debug_build": build["debug"],
         "block_elements": _kernels.BLOCK_SIZE_ELEMENTS,
         "serial_below_elements": _kernels.SERIAL_THRESHOLD_ELEMENTS,
     }

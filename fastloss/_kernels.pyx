@@ -18,6 +18,13 @@ from libc.stdlib cimport free, malloc
 cnp.import_array()
 
 
+cdef extern from "fl_build.h":
+    const char *fl_build_flags
+    const char *fl_build_link_flags
+    const char *fl_build_compiler
+    const int fl_build_debug
+
+
 cdef extern from "fl_openmp.h" nogil:
     int fl_openmp_enabled()
     int fl_openmp_max_threads()
@@ -511,6 +518,16 @@ def math_apply(str name, cnp.ndarray x, cnp.ndarray out):
 
 
 # ------------------------------------------------------------------ configuration
+
+def build_info():
+    """How the extension was built: compile flags, link flags, compiler, debug build."""
+    return {
+        "compile_flags": fl_build_flags.decode(),
+        "link_flags": fl_build_link_flags.decode(),
+        "compiler": fl_build_compiler.decode(),
+        "debug": bool(fl_build_debug),
+    }
+
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (they can run on several threads)."""
