@@ -191,8 +191,8 @@ cdef extern from "fl_kernels.h" nogil:
         const char *isa
         fl_block_fn softmax_ce_f32
         fl_block_fn softmax_ce_f64
-        fl_math_f32_fn math_f32[7]
-        fl_math_f64_fn math_f64[7]
+        fl_math_f32_fn math_f32[8]
+        fl_math_f64_fn math_f64[8]
         fl_block_fn bce_f32
         fl_block_fn bce_f64
         fl_block_fn huber_f32
@@ -225,7 +225,8 @@ cdef enum:
 BLOCK_SIZE_ELEMENTS = BLOCK_ELEMENTS
 SERIAL_THRESHOLD_ELEMENTS = SERIAL_BELOW_ELEMENTS
 
-MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid")
+MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid",
+                  "log1p_unit")
 
 
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,

@@ -57,8 +57,13 @@ WIDE = {F32: np.dtype(np.float64), F64: np.dtype(np.longdouble)}
 #   exp_nonpos (float32 and float64): the softmax's cheaper exp, 1 + r (1 + r P(r)): two fused multiply-
 #     adds where the ISA has FMA (avx2, avx512), so one rounding at the result's scale
 #     (<= 1 ulp); baseline SSE2 rounds the product r (1 + r P) first: 1.17 ulp measured.
-#   softplus, log_sigmoid: log1p(exp(-|x|)) inherits exp's error through the derivative of
-#     log1p (<= 1), adds log1p's own error, and max(x, 0) + ... rounds once more: 1.5 measured.
+#   log1p_unit (log1p on [0, 1], no range reduction): e - s (e - R(s^2)) with s = e / (2 + e)
+#     rounded twice (the sum and the quotient), and s (e - R) reaches a third of the result
+#     near e = 1: 1.08 ulp measured with FMA, 1.32 without (baseline). It is what the
+#     logistic losses and softplus use: 24-30% faster BCE and sigmoid focal than log1p.
+#   softplus, log_sigmoid: log1p_unit(exp(-|x|)) inherits exp's error through the derivative
+#     of log1p (<= 1), adds log1p_unit's own, and max(x, 0) + ... rounds once more: 1.5 ulp
+#     measured with FMA, 1.95 without.
 #   sigmoid: e / (1 + e) with e = exp(-|x|): exp's error, the rounding of 1 + e and the
 #     division's rounding add up: 2.25 measured.
 ULP_BOUND = {
@@ -66,16 +71,20 @@ ULP_BOUND = {
     "exp_nonpos": 1.0,
     "log": 1.0,
     "log1p": 1.0,
-    "softplus": 1.75,
-    "log_sigmoid": 1.75,
+    "softplus": 2.0,
+    "log_sigmoid": 2.0,
     "sigmoid": 2.5,
+    "log1p_unit": 1.1,
 }
 EXP_NONPOS_BOUND_WITHOUT_FMA = 1.25
+LOG1P_UNIT_BOUND_WITHOUT_FMA = 1.35
 
 
 def ulp_bound(name, dtype, isa):
     if name == "exp_nonpos" and isa == "baseline":
         return EXP_NONPOS_BOUND_WITHOUT_FMA
+    if name == "log1p_unit" and isa == "baseline":
+        return LOG1P_UNIT_BOUND_WITHOUT_FMA
     return ULP_BOUND[name]
 
 
@@ -145,6 +154,7 @@ REFERENCE = {
     "softplus": softplus_reference,
     "log_sigmoid": lambda x: -softplus_reference(-x),
     "sigmoid": sigmoid_reference,
+    "log1p_unit": np.log1p,
 }
 
 
@@ -284,6 +294,8 @@ def test_float32_dense_sweep(isa, name, record_property):
     stride = 127
     if name == "exp_nonpos":
         chunks = float32_range(-0.0, -np.inf, stride)
+    elif name == "log1p_unit":
+        chunks = float32_range(0.0, 1.0, 1)   # every float32 of its domain [0, 1]
     else:
         chunks = every_float32(stride)
     worst, worst_x = max_ulp_error(name, chunks)
@@ -302,8 +314,21 @@ FLOAT64_RANGES = {
     "softplus": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
     "log_sigmoid": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
     "sigmoid": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
+    "log1p_unit": [(0.0, 1.0), (0.0, 1e-3), (0.9, 1.0)],
 }
 FLOAT64_SAMPLES_PER_PART = 1_000_000
+
+
+def in_domain(name, x):
+    """Arguments mapped into the domain of the functions defined on part of the line only:
+    exp_nonpos (x <= 0) and log1p_unit (0 <= x <= 1; |x| or 1/|x|). nan stays nan."""
+    if name == "exp_nonpos":
+        return -np.abs(x)
+    if name == "log1p_unit":
+        magnitude = np.abs(x)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            return np.where(magnitude <= 1, magnitude, 1 / magnitude).astype(x.dtype)
+    return x
 
 
 def float64_arguments(name, n):
@@ -313,7 +338,7 @@ def float64_arguments(name, n):
     parts = [rng.integers(0, 1 << 64, n, dtype=np.uint64, endpoint=False).view(np.float64)]
     parts += [rng.uniform(lo, hi, n) for lo, hi in FLOAT64_RANGES[name]]
     x = np.concatenate(parts)
-    return -np.abs(x) if name == "exp_nonpos" else x
+    return in_domain(name, x)
 
 
 @pytest.fixture(scope="module", params=FUNCTIONS)
@@ -352,6 +377,7 @@ def test_longdouble_reference_agrees_with_mpmath():
         "softplus": lambda v: mp.log1p(mp.exp(v)),
         "log_sigmoid": lambda v: -mp.log1p(mp.exp(-v)),
         "sigmoid": lambda v: 1 / (1 + mp.exp(-v)),
+        "log1p_unit": mp.log1p,
     }
     with mpmath.workprec(100):
         for name, fn in exact.items():
@@ -392,6 +418,8 @@ def exact_cases(name, dtype):
                         (-1e4, -1e4), (1e4, 0.0)],
         "sigmoid": [(nan, nan), (inf, 1.0), (-inf, 0.0), (0.0, 0.5), (-0.0, 0.5), (big, 1.0),
                     (-big, 0.0), (1e4, 1.0), (-1e4, 0.0)],
+        "log1p_unit": [(nan, nan), (0.0, 0.0), (-0.0, -0.0), (sub, sub), (tiny, tiny),
+                       (2.0**-60, 2.0**-60)],
     }
     return cases[name]
 
@@ -399,7 +427,7 @@ def exact_cases(name, dtype):
 # Zeros whose sign is defined: C99 for exp (+0 on underflow), log (log 1 = +0) and log1p
 # (log1p(+-0) = +-0); softplus and sigmoid are positive functions, so their 0 is +0.
 # log_sigmoid's 0 (at +inf or huge x) may have either sign.
-SIGNED_ZERO = {"exp", "exp_nonpos", "log", "log1p", "softplus", "sigmoid"}
+SIGNED_ZERO = {"exp", "exp_nonpos", "log", "log1p", "softplus", "sigmoid", "log1p_unit"}
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
@@ -507,6 +535,8 @@ def test_extreme_finite_arguments(isa, name, dtype):
     x = np.concatenate([x, -x])
     if name == "exp_nonpos":
         x = x[x <= 0]
+    if name == "log1p_unit":
+        x = x[(x >= 0) & (x <= 1)]
     error = ulp_error(apply(name, x), reference(name, x))
     i = int(np.argmax(error))
     assert error[i] <= ulp_bound(name, dtype, isa), (name, x[i], error[i])
@@ -531,7 +561,7 @@ def test_lengths_not_a_multiple_of_the_vector_width(isa, dtype, n):
         base[rng.integers(0, n + offset, min(n, 7))] = specials[: min(n, 7)]
         for name in FUNCTIONS:
             # slicing after the copy keeps x `offset` elements past the allocation's start
-            x = (np.minimum(base, 0) if name == "exp_nonpos" else base.copy())[offset:]
+            x = in_domain(name, base)[offset:]
             together = apply(name, x)
             alone = np.array([apply(name, x[i:i + 1])[0] for i in idx], dtype)
             np.testing.assert_array_equal(together[idx], alone, err_msg=f"{name} n={n}")

@@ -121,6 +121,7 @@ typedef enum {
     FL_MATH_SOFTPLUS,
     FL_MATH_LOG_SIGMOID,
     FL_MATH_SIGMOID,
+    FL_MATH_LOG1P_UNIT,
     FL_MATH_COUNT
 } fl_math_fn;
 
