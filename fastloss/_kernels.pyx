@@ -83,6 +83,26 @@ cdef enum:
 BLOCK_SIZE_ELEMENTS = BLOCK_ELEMENTS
 SERIAL_THRESHOLD_ELEMENTS = SERIAL_BELOW_ELEMENTS
 
+# Fork safety. GNU libgomp keeps its thread pool across fork(), but the child has only the
+# forking thread, so a child's first parallel region waits forever for pool threads that do
+# not exist (https://gcc.gnu.org/bugzilla/show_bug.cgi?id=60035; seen hanging here with gcc
+# 12's libgomp; the same hang in OpenBLAS: https://github.com/OpenMathLib/OpenBLAS/issues/294).
+# So a forked child runs every kernel serially on the calling thread, never entering a
+# parallel region. Its results are identical: block sums are added in block order whatever
+# the thread count. Children started by spawn or forkserver are fresh processes and keep
+# their threads. (tests/test_fork.py)
+cdef bint _in_forked_child = False
+
+
+def _after_fork_in_child():
+    global _in_forked_child
+    _in_forked_child = True
+
+
+import os as _os
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
 MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid")
 
 
@@ -94,7 +114,8 @@ cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
     cdef int64_t b
     cdef double total = 0.0
     cdef double *partial
-    if n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS:
+    if (n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS
+            or _in_forked_child):
         with nogil:
             for b in range(n_blocks):
                 total += fn(args, b * items_per_block,
