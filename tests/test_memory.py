@@ -110,22 +110,28 @@ def test_ten_thousand_calls_leave_memory_flat(case, record_property):
     run(2 * len(plan) * 50)  # warm up: caches, free lists, OpenMP pool, arenas
     gc.collect()
     refcounts = {key: sys.getrefcount(array) for key, array in watched.items()}
-    objects, rss, heap = len(gc.get_objects()), rss_bytes(), malloc_in_use and malloc_in_use()
-    run(CALLS)
-    gc.collect()
-    objects_after, rss_after, heap_after = (len(gc.get_objects()), rss_bytes(),
-                                            malloc_in_use and malloc_in_use())
+    objects, rss = len(gc.get_objects()), rss_bytes()
+    # malloc'd bytes over two halves: a leak grows in both; the allocator or the runtime
+    # now and then takes a block once and keeps it (seen here: 940 kB once, after ~7,500
+    # calls, in any build), which shows in one half only
+    heap_growth = []
+    for _ in range(2):
+        heap = malloc_in_use and malloc_in_use()
+        run(CALLS // 2)
+        gc.collect()
+        if heap is not None:
+            heap_growth.append(malloc_in_use() - heap)
+    objects_after, rss_after = len(gc.get_objects()), rss_bytes()
     record_property("rss_growth_bytes", rss_after - rss)
-    if heap is not None:
-        record_property("malloc_in_use_growth_bytes", heap_after - heap)
+    record_property("malloc_in_use_growth_bytes", heap_growth)
     print(f"\n{case.name}: {CALLS} calls: RSS {rss / 2**20:.1f} -> {rss_after / 2**20:.1f} MiB, "
-          f"malloc in use {'n/a' if heap is None else heap_after - heap:+} bytes, "
+          f"malloc in use {heap_growth or 'n/a'} bytes (two halves), "
           f"gc objects {objects_after - objects:+}")
 
     assert {key: sys.getrefcount(array) for key, array in watched.items()} == refcounts
     assert objects_after - objects < 100, "objects accumulate: a result or a tuple leaks"
-    if heap is not None:  # a leaked partial-sums buffer (8 bytes a block) would be 190 kB
-        assert heap_after - heap < 32 * 1024, f"malloc'd memory grew by {heap_after - heap} bytes"
+    if heap_growth:  # a leaked partial-sums buffer (8 bytes a block) would be 95 kB a half
+        assert min(heap_growth) < 32 * 1024, f"malloc'd memory grew by {heap_growth} bytes"
     # a leaked gradient of the big input would be 1.2 MB a call
     assert rss_after - rss < 4 * 2**20, f"RSS grew by {(rss_after - rss) / 2**20:.1f} MiB"
 

@@ -23,6 +23,7 @@ printed at the end of the module.
 from __future__ import annotations
 
 import collections
+import inspect
 import math
 
 import numpy as np
@@ -37,9 +38,12 @@ CONTRACT_ERRORS = (TypeError, ValueError)
 EXAMPLES_RUN = collections.Counter()
 
 
-def examples(count: int) -> int:
-    """`count` examples under the default profile, scaled with the profile's max_examples."""
-    return max(1, count * settings.default.max_examples // 100)
+def examples(budget: int, floor: int) -> int:
+    """Examples for one loss: a budget shared by the enrolled losses (so that the file keeps
+    to about a minute on 2 cores as losses land), at least `floor`; scaled by the hypothesis
+    profile (ci: 1x, explore: 10x)."""
+    per_loss = max(floor, budget // max(1, len(rc.enrolled())))
+    return max(1, per_loss * settings.default.max_examples // 100)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,7 +79,7 @@ def test_registry_names_the_losses_of_the_contract():
     assert set(rc.API_LOSSES) == set(rc.CASES_BY_NAME)
     for case in rc.CASES:
         if case.available:
-            params = list(__import__("inspect").signature(case.function()).parameters)
+            params = list(inspect.signature(case.function()).parameters)
             assert params[:len(case.arg_names)] == list(case.arg_names), case.name
             for option in case.options:
                 assert option in params, f"{case.name} has no keyword {option}"
@@ -339,7 +343,7 @@ KNOWN_KERNEL_BUGS = {
 
 
 @pytest.mark.parametrize("case", rc.case_params())
-@settings(max_examples=examples(1500))
+@settings(max_examples=examples(budget=3000, floor=500))
 @given(data=st.data())
 def test_matches_reference_or_raises(case, data):
     x_values, other_args, kwargs, spec = draw_call(data.draw, case)
@@ -406,7 +410,7 @@ def test_matches_reference_or_raises(case, data):
 
 
 @pytest.mark.parametrize("case", rc.case_params())
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(budget=300, floor=60))
 @given(data=st.data())
 def test_bitwise_identical_for_any_thread_count_and_in_place(case, data):
     """API.md: loss and gradient are bitwise identical for every n_threads; and writing the
