@@ -8,6 +8,8 @@ blocks, runs them under ``prange`` with the GIL released, and adds the block sum
 order so that the total does not depend on the thread count.
 """
 
+import os as _os
+
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -89,8 +91,10 @@ SERIAL_THRESHOLD_ELEMENTS = SERIAL_BELOW_ELEMENTS
 # 12's libgomp; the same hang in OpenBLAS: https://github.com/OpenMathLib/OpenBLAS/issues/294).
 # So a forked child runs every kernel serially on the calling thread, never entering a
 # parallel region. Its results are identical: block sums are added in block order whatever
-# the thread count. Children started by spawn or forkserver are fresh processes and keep
-# their threads. (tests/test_fork.py)
+# the thread count. It applies to every forked child, not only to children of a process
+# where fastloss ran a parallel region: another library may have started the same libgomp
+# pool. Children started by spawn or forkserver are fresh processes and keep their threads.
+# (tests/test_fork.py)
 cdef bint _in_forked_child = False
 
 
@@ -99,7 +103,6 @@ def _after_fork_in_child():
     _in_forked_child = True
 
 
-import os as _os
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_after_fork_in_child)
 
