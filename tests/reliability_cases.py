@@ -73,8 +73,14 @@ def one_in(draw, n: int) -> bool:
     return draw(st.integers(0, n - 1)) == n // 2
 
 
+def _width(dtype) -> int:
+    return 8 * np.dtype(dtype).itemsize
+
+
 def _representable(dtype, values):
-    return [float(np.asarray(v, dtype=dtype)) for v in values]
+    """The values rounded to dtype (those beyond its range become +-inf)."""
+    with np.errstate(over="ignore"):
+        return [float(np.asarray(v, dtype=dtype)) for v in values]
 
 
 def special_values(dtype) -> list:
@@ -92,7 +98,7 @@ def special_values(dtype) -> list:
 def float_elements(dtype, regime: str):
     """Element strategy: "moderate" (|x| <= 30), "finite" (also the whole finite range with
     subnormals), "all" (also nan, +-inf and the special values)."""
-    width = 32 if dtype == np.float32 else 64
+    width = _width(dtype)
     moderate = st.floats(-30, 30, width=width)
     if regime == "moderate":
         return moderate
@@ -121,8 +127,7 @@ def draw_floats(draw, dtype, shape, regime: Optional[str] = None, low=None, high
             if regime == "wild" and size:
                 array.flat[draw(st.integers(0, size - 1))] = np.nan
             return array
-        width = 16 if dtype == np.float16 else (32 if dtype == np.float32 else 64)
-        bounded = st.floats(low, high, width=width)
+        bounded = st.floats(low, high, width=_width(dtype))
         if regime == "wild":
             bounded = st.one_of(bounded, st.just(math.nan), st.sampled_from([low, high]))
         return draw(hnp.arrays(dtype, shape, elements=bounded))
@@ -141,7 +146,7 @@ def draw_floats(draw, dtype, shape, regime: Optional[str] = None, low=None, high
     if regime == "wild":  # mostly moderate values, a few from the whole range and specials
         array = draw(hnp.arrays(dtype, shape, elements=float_elements(dtype, "moderate")))
         if size:
-            wild = st.one_of(st.floats(width=32 if dtype == np.float32 else 64),
+            wild = st.one_of(st.floats(width=_width(dtype)),
                              st.sampled_from(special_values(dtype)))
             for _ in range(draw(st.integers(1, 3))):
                 array.flat[draw(st.integers(0, size - 1))] = draw(wild)
@@ -193,7 +198,9 @@ def place(array: np.ndarray, layout: str, read_only: bool = False) -> Placed:
     size = int(np.prod(big_shape))
     base = np.full(size + 2 * GUARD, _sentinel(dtype), dtype=dtype)
     region = base[GUARD:GUARD + size]
-    if layout == "C":
+    if layout == "C" or not shape:  # a 0-d array has one layout
+        view = region.reshape(shape)
+    elif layout == "C":
         view = region.reshape(shape)
     elif layout == "F":
         view = region.reshape(shape[::-1]).T if shape else region.reshape(shape)
@@ -257,7 +264,8 @@ def widen(case: LossCase, args: tuple, kwargs: dict, dtype) -> tuple:
             return array.astype(np.float64)
         if name in case.converted and (array.dtype.kind == "f"
                                         or (array.dtype.kind in "iu" and name != "target")):
-            return array.astype(dtype).astype(np.float64)
+            with np.errstate(over="ignore"):  # beyond float32's range is inf, as in the kernel
+                return array.astype(dtype).astype(np.float64)
         return array
     wide_args = tuple(convert(name, value) for name, value in zip(case.arg_names, args))
     wide_kwargs = {key: convert(key, value) for key, value in kwargs.items()}
@@ -701,7 +709,7 @@ def _bce_draw(draw, dtype):
     x, target = _elementwise_pair(draw, dtype, 0.0, 1.0)
     kwargs = {}
     if x.ndim and draw(st.booleans()):
-        shape = draw(hnp.broadcastable_shapes(x.shape, min_dims=0, max_dims=x.ndim))
+        shape = draw(hnp.broadcastable_shapes(x.shape, min_dims=0, max_dims=x.ndim, min_side=0))
         kwargs["weight"] = place(draw(hnp.arrays(np.float64, shape, elements=st.floats(0, 10)))
                                  .astype(dtype), draw(st.sampled_from(LAYOUTS))).view
     if x.ndim and draw(st.booleans()):

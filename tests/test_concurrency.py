@@ -25,6 +25,8 @@ import reliability_cases as rc
 CASES = rc.case_params()
 SWITCH_INTERVAL = 0.001  # seconds; so that the heartbeat gets the GIL soon after it is free
 GAP_FRACTION = 0.5       # held: the heartbeat's longest gap covers more than this of a call
+STEP = 0.0003            # seconds between heartbeat stamps
+ATTEMPTS = 3             # a released GIL may look held while other processes take the CPUs
 
 
 def call_inputs(case, seed, n_elements, dtype=np.float32):
@@ -41,9 +43,15 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        # one stamp per STEP at most: the list stays short (a long one, reallocated while it
+        # grows, would itself make gaps, notably under AddressSanitizer)
         stamps, stop, clock = self.stamps, self.stop, time.perf_counter
+        last = clock()
         while not stop.is_set():
-            stamps.append(clock())
+            now = clock()
+            if now - last > STEP:
+                stamps.append(now)
+                last = now
 
     def __enter__(self):
         self.old_interval = sys.getswitchinterval()
@@ -81,15 +89,29 @@ def held_in(calls):
     return sum(fraction > GAP_FRACTION for _, fraction in calls)
 
 
+def heartbeat_runs_through(function):
+    """The heartbeat runs through (nearly) every call of function(), in one of ATTEMPTS
+    rounds: a machine busy with other work can stall the heartbeat now and then, a held
+    GIL stalls it in every call of every round. Returns (passed, rounds measured)."""
+    rounds = []
+    for _ in range(ATTEMPTS):
+        with Heartbeat() as heartbeat:
+            calls = gap_fractions(heartbeat, function)
+        rounds.append(calls)
+        if held_in(calls) <= 1:
+            return True, rounds
+    return False, rounds
+
+
 def test_heartbeat_tells_a_held_gil_from_a_released_one():
     """The controls: the same 30 ms sleep in C, with the GIL kept (PyDLL) and released (CDLL)."""
     keep_gil = ctypes.PyDLL(None).usleep
     release_gil = ctypes.CDLL(None).usleep
     with Heartbeat() as heartbeat:
         held = gap_fractions(heartbeat, lambda: keep_gil(30000))
-        released = gap_fractions(heartbeat, lambda: release_gil(30000))
     assert held_in(held) >= len(held) - 1, held
-    assert held_in(released) <= 1, released
+    passed, rounds = heartbeat_runs_through(lambda: release_gil(30000))
+    assert passed, rounds
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -98,10 +120,10 @@ def test_kernel_releases_the_gil(case):
     out = np.empty_like(args[0])
     function = case.function()
     function(*args, **kwargs, out=out, n_threads=1)  # warm up (page faults of out)
-    with Heartbeat() as heartbeat:
-        calls = gap_fractions(heartbeat, lambda: function(*args, **kwargs, out=out, n_threads=1))
-    assert min(duration for duration, _ in calls) > 0.005, f"calls too short to tell: {calls}"
-    assert held_in(calls) <= 1, f"the heartbeat stopped during the kernel: {calls}"
+    passed, rounds = heartbeat_runs_through(
+        lambda: function(*args, **kwargs, out=out, n_threads=1))
+    assert min(duration for duration, _ in rounds[0]) > 0.005, f"calls too short: {rounds}"
+    assert passed, f"the heartbeat stopped during the kernel: {rounds}"
 
 
 def _intervals_overlap(intervals):

@@ -85,6 +85,34 @@ def test_registry_names_the_losses_of_the_contract():
                 assert option in params, f"{case.name} has no keyword {option}"
 
 
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in rc.CASES])
+@settings(max_examples=examples(budget=0, floor=25))
+@given(data=st.data())
+def test_registry_entries_work_before_their_loss_lands(case, data):
+    """Every entry (also of a loss fastloss does not have yet) draws inputs, widens them, and
+    computes its tolerances, denominator and kept mask without error; its valid call and its
+    list of bad options are well formed."""
+    dtype = data.draw(st.sampled_from(rc.FLOAT_DTYPES))
+    args, kwargs = case.draw_inputs(data.draw, dtype)
+    assert len(args) == len(case.arg_names) and args[0].dtype == dtype
+    if not case.class_index and np.shape(args[1]) != np.shape(args[0]):
+        return  # a target of the wrong shape, drawn on purpose: the call must raise
+    wide_args, wide_kwargs = rc.widen(case, args, kwargs, dtype)
+    assert wide_args[0].dtype == np.float64
+    try:
+        loss_tol, grad_tol = case.tolerance(wide_args, wide_kwargs, float(np.finfo(dtype).eps))
+        case.denominator(wide_args, wide_kwargs)
+        case.kept(args, kwargs)
+    except (ValueError, IndexError, TypeError, ZeroDivisionError):
+        return  # drawn inputs that the contract rejects (no classes, bad indices)
+    assert np.shape(grad_tol) == np.shape(args[0])
+    (small, small_kwargs), (big, _) = (case.valid_call(np.random.default_rng(0), dtype),
+                                       case.valid_call(np.random.default_rng(0), dtype, 5000))
+    assert small[0].dtype == dtype and big[0].size >= 4000
+    for update, error, word in case.bad_options(list(small), small_kwargs):
+        assert error in (TypeError, ValueError) and isinstance(update, dict) and word
+
+
 @pytest.mark.parametrize("name", [c.name for c in rc.CASES if not c.available])
 def test_loss_not_in_fastloss_yet(name):
     # Visible in the summary, one line per loss, until the loss lands; then this test
