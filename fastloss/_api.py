@@ -96,7 +96,7 @@ def softmax_cross_entropy(
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     threads = check.n_threads(n_threads)
-    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    ignore_index = check.ignore_index(ignore_index)
     eps = check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     dtype = logits.dtype
 
@@ -462,7 +462,7 @@ def softmax_focal(
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     threads = check.n_threads(n_threads)
-    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    ignore_index = check.ignore_index(ignore_index)
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
     dtype = logits.dtype
     indices = check.class_indices(target, "target", n_samples)

@@ -8,6 +8,8 @@ blocks, runs them under ``prange`` with the GIL released, and adds the block sum
 order so that the total does not depend on the thread count.
 """
 
+import os as _os
+
 cimport numpy as cnp
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_CheckExact
@@ -225,6 +227,27 @@ cdef enum:
 BLOCK_SIZE_ELEMENTS = BLOCK_ELEMENTS
 SERIAL_THRESHOLD_ELEMENTS = SERIAL_BELOW_ELEMENTS
 
+# Fork safety. GNU libgomp keeps its thread pool across fork(), but the child has only the
+# forking thread, so a child's first parallel region waits forever for pool threads that do
+# not exist (https://gcc.gnu.org/bugzilla/show_bug.cgi?id=60035; seen hanging here with gcc
+# 12's libgomp; the same hang in OpenBLAS: https://github.com/OpenMathLib/OpenBLAS/issues/294).
+# So a forked child runs every kernel serially on the calling thread, never entering a
+# parallel region. Its results are identical: block sums are added in block order whatever
+# the thread count. It applies to every forked child, not only to children of a process
+# where fastloss ran a parallel region: another library may have started the same libgomp
+# pool. Children started by spawn or forkserver are fresh processes and keep their threads.
+# (tests/test_fork.py)
+cdef bint _in_forked_child = False
+
+
+def _after_fork_in_child():
+    global _in_forked_child
+    _in_forked_child = True
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
 MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid",
                   "log1p_unit")
 
@@ -240,7 +263,8 @@ cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
     cdef double *partial
     if n_blocks > 1 and n_threads == 0 and n_items * elements_per_item >= SERIAL_BELOW_ELEMENTS:
         n_threads = resolve_default_threads()   # None, resolved only where it matters
-    if n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS:
+    if (n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS
+            or _in_forked_child):
         with nogil:
             for b in range(n_blocks):
                 total += fn(args, b * items_per_block,
@@ -621,7 +645,7 @@ cdef inline int plain_n_threads(object n_threads):
     int >= 1, -1 for anything else."""
     if n_threads is None:
         return 0
-    if PyLong_CheckExact(n_threads) and 1 <= n_threads <= 1 << 30:
+    if PyLong_CheckExact(n_threads) and 1 <= n_threads <= 256:   # _validation.MAX_THREADS
         return <int>n_threads
     return -1
 

@@ -19,6 +19,10 @@ from . import _kernels
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REDUCTIONS = ("mean", "sum", "none")
 _INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
+# An explicit n_threads is honoured up to this many threads (never more than the call has
+# blocks); a request beyond it is capped rather than handed to OpenMP.
+MAX_THREADS = 256
 
 
 def _describe(value) -> str:
@@ -61,7 +65,7 @@ def n_threads(value) -> int:
         raise TypeError(f"n_threads must be None or an int >= 1, got {_describe(value)}") from None
     if count < 1:
         raise ValueError(f"n_threads must be None or an int >= 1, got {count}")
-    return count
+    return min(count, MAX_THREADS)
 
 
 def real_scalar(value, name: str, *, low=None, high=None, low_open=False) -> float:
@@ -86,6 +90,14 @@ def integer_scalar(value, name: str) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
+
+
+def ignore_index(value) -> int:
+    """An int64 (class indices are int64 in the kernels; no index can equal a larger one)."""
+    index = integer_scalar(value, "ignore_index")
+    if not _INT64_MIN <= index <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in a 64-bit signed integer, got {index}")
+    return index
 
 
 def grad_request(compute_grad, out) -> bool:

@@ -33,21 +33,26 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _finish(per_sample: np.ndarray, grad_per_sample: np.ndarray, denominator: float,
-            reduction: str, compute_grad: bool, out, dtype):
+            reduction: str, compute_grad: bool, out, dtype, kept=None):
+    """Reduce, scale the gradient to that of the returned loss, write `out`. Rows outside
+    `kept` (ignored targets) get a zero gradient whatever the scale (a mean over nothing
+    is nan, but an ignored row's gradient stays 0, as PyTorch's autograd gives)."""
     if reduction == "none":
-        loss = per_sample.astype(dtype)
+        loss = np.asarray(per_sample, dtype=dtype)   # an array even for 0-d inputs
         scale = 1.0
     elif reduction == "sum":
-        loss = float(per_sample.sum(dtype=np.float64))
+        loss = float(np.sum(per_sample, dtype=np.float64))
         scale = 1.0
     else:
-        total = float(per_sample.sum(dtype=np.float64))
+        total = float(np.sum(per_sample, dtype=np.float64))
         loss = total / denominator if denominator != 0 else math.nan
         scale = 1.0 / denominator if denominator != 0 else math.nan
     grad = None
     if compute_grad:
         with np.errstate(invalid="ignore"):
-            scaled = (grad_per_sample * scale).astype(dtype)
+            scaled = np.asarray(grad_per_sample * scale, dtype=dtype)
+            if kept is not None:
+                scaled = np.where(kept[:, None], scaled, 0).astype(dtype)
         if out is not None:
             out[...] = scaled
             grad = out
@@ -69,7 +74,7 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
-    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    ignore_index = check.ignore_index(ignore_index)
     eps = check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     dtype = logits.dtype
     target_array = np.asarray(target)
@@ -102,16 +107,20 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
             y_safe = np.where(kept, y, 0)
             rows = np.arange(n)
             w_y = np.where(kept, w_full[y_safe], 0).astype(dtype)
-            # nll part: -(1 - eps) w_y log p_y;  smoothing part: -(eps/C) sum_c w_c log p_c
+            # nll part: -(1 - eps) w_y log p_y;  smoothing part: -(eps/C) sum_c w_c log p_c.
+            # Ignored rows are selected out, never multiplied by 0 (their logits may be nan),
+            # and at eps = 0 the smoothing terms are not formed at all (0 * inf, 0 * nan
+            # weights of classes that no target names).
             nll = -logp[rows, y_safe]
-            per_sample = (1 - eps) * w_y * nll
-            if eps > 0:  # (skipped at eps = 0: a -inf logit would make 0 * inf = nan)
-                smooth = -(logp * w_full).sum(axis=1)
-                per_sample = per_sample + np.where(kept, eps / n_classes * smooth, 0)
             onehot = np.zeros_like(x)
             onehot[rows, y_safe] = 1
-            grad = ((1 - eps) * w_y[:, None] * (p - onehot)
-                    + (eps / n_classes) * (w_full.sum(dtype=np.float64) * p - w_full))
+            per_sample = (1 - eps) * w_y * nll
+            grad = (1 - eps) * w_y[:, None] * (p - onehot)
+            if eps > 0:
+                smooth = -(logp * w_full).sum(axis=1)
+                per_sample = per_sample + eps / n_classes * smooth
+                grad = grad + (eps / n_classes) * (w_full.sum(dtype=np.float64) * p - w_full)
+            per_sample = np.where(kept, per_sample, 0)
             grad = np.where(kept[:, None], grad, 0)
             denominator = float(w_y.sum(dtype=np.float64)) if w is not None else float(kept.sum())
         else:
@@ -120,7 +129,8 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
             per_sample = -(wq * logp).sum(axis=1)
             grad = wq.sum(axis=1, keepdims=True) * p - wq
             denominator = float(n)
-    return _finish(per_sample, grad, denominator, reduction, compute_grad, out, dtype)
+            kept = None
+    return _finish(per_sample, grad, denominator, reduction, compute_grad, out, dtype, kept)
 
 
 # ===================================================================== element-wise losses
@@ -249,7 +259,7 @@ def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
-    ignore_index = check.integer_scalar(ignore_index, "ignore_index")
+    ignore_index = check.ignore_index(ignore_index)
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
     dtype = logits.dtype
     y = check.class_indices(target, "target", n)

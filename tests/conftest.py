@@ -1,1 +1,54 @@
 """Shared fixtures and the registry-driven parametrization of the test suite."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# --import-mode=importlib does not put tests/ on sys.path; the helper modules beside the tests
+# (reliability_cases.py) are imported by name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+# ------------------------------------------------------------------ hypothesis profiles
+# "ci" (the default) is deterministic: the same examples on every run, no example database.
+# HYPOTHESIS_PROFILE=explore draws fresh random examples, ten times as many, for hunting bugs.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is in the `test` extra; the tests that need it import it
+    pass
+else:
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.register_profile(
+        "explore",
+        derandomize=False,
+        deadline=None,
+        print_blob=True,
+        max_examples=1000,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ------------------------------------------------------------------ slow tests
+# Tests marked @pytest.mark.slow (inputs of more than 2**31 elements, minutes and ~9-18 GB of
+# memory) are skipped unless asked for:  pytest --runslow   or   FASTLOSS_RUN_SLOW=1 pytest
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="run the tests marked slow (large inputs; see docs/reliability.md)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow") or os.environ.get("FASTLOSS_RUN_SLOW", "0") not in ("", "0"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow or FASTLOSS_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
