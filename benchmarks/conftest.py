@@ -9,6 +9,8 @@ otherwise), --fastloss-dtypes (default float32,float64). Benchmarks run at all t
 """
 import collections
 
+import pathlib
+
 import pytest
 
 from fastloss import bench
@@ -54,8 +56,9 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="torch.compile compiles for seconds per case: "
                                    "run with -m slow to include it")
-    for item in items:
-        if "slow" in item.keywords:
+    here = pathlib.Path(__file__).parent
+    for item in items:   # this directory's items only: tests/ has its own slow switch
+        if "slow" in item.keywords and here in pathlib.Path(item.path).parents:
             item.add_marker(skip)
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures and the registry-driven parametrization of the test suite."""
 import os
+import pathlib
 import sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow") or os.environ.get("FASTLOSS_RUN_SLOW", "0") not in ("", "0"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow or FASTLOSS_RUN_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
+    here = pathlib.Path(__file__).parent
+    for item in items:   # this directory's items only: benchmarks/ has its own slow switch
+        if "slow" in item.keywords and here in pathlib.Path(item.path).parents:
             item.add_marker(skip_slow)
