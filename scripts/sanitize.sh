@@ -55,8 +55,15 @@ run_mode() {
                        "UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1"
                        # every Python object from malloc, so overruns into them are seen
                        "PYTHONMALLOC=malloc")
+            # and the benchmark tests that load other projects' C++ extensions (matplotlib's
+            # ft2font for the plot; scikit-learn and jaxlib for the peer checks) cannot run
+            # under a preloaded ASan: a C++ exception thrown in their uninstrumented code makes
+            # ASan's __cxa_throw interceptor fail a CHECK and kill the process (seen with
+            # gcc 12's libasan.so.8). fastloss's own bench code runs in the other tests.
             deselect=(--deselect "tests/test_memory.py::test_ten_thousand_calls_leave_memory_flat"
-                      --deselect "tests/test_memory.py::test_out_calls_allocate_nothing_proportional_to_the_input")
+                      --deselect "tests/test_memory.py::test_out_calls_allocate_nothing_proportional_to_the_input"
+                      --deselect "tests/test_bench.py::test_plot_is_written"
+                      --deselect "tests/test_bench.py::test_peer_entries_compute_the_same_quantity_as_torch")
             ;;
         debug)
             (cd "$work" && FASTLOSS_DEBUG=1 "$python" setup.py build_ext --inplace -q 2>&1 |
@@ -67,9 +74,8 @@ run_mode() {
     local so
     so="$(ls "$work"/fastloss/_kernels*.so 2>/dev/null | head -1)"
     [[ -n "$so" ]] || { echo "=== $mode: build failed"; return 2; }
-    # (setup.py writes the build configuration under build/ when building in place)
-    cat "$work"/build/lib*/fastloss/_build_config.py "$work"/fastloss/_build_config.py 2>/dev/null |
-        grep -o "'compile_flags': \[[^]]*\]" | head -1 || true
+    (cd "$work" && env "${env_vars[@]}" "$python" -c \
+        "from fastloss import _kernels; print('compile flags:', _kernels.build_info()['compile_flags'])") || true
     if [[ "$mode" == asan ]]; then  # the extension really is instrumented
         ldd "$so" | grep -E "libasan|libubsan" || { echo "=== asan: not linked to libasan"; return 2; }
         echo "ASan report hooks imported: $(nm -D "$so" | grep -c "__asan_report")," \
