@@ -87,12 +87,7 @@ def softmax_cross_entropy(
                                                  n_threads)
     if result is not None:
         return result
-    logits = check.float_input(logits, "logits")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
-    n_samples, n_classes = logits.shape
-    if n_classes < 1:
-        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    logits, n_samples, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     threads = check.n_threads(n_threads)
@@ -453,12 +448,7 @@ def softmax_focal(
                                          compute_grad, out, n_threads)
     if result is not None:  # plain arrays, class indices, scalar alpha: the checks done in C
         return result
-    logits = check.float_input(logits, "logits")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
-    n_samples, n_classes = logits.shape
-    if n_classes < 1:
-        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    logits, n_samples, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     threads = check.n_threads(n_threads)

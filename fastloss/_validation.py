@@ -45,6 +45,18 @@ def float_input(array, name: str) -> np.ndarray:
     return array
 
 
+def class_logits(array, name: str = "logits"):
+    """Logits of the class losses: a float32/float64 ndarray (N, C) with C >= 1.
+    Returns (array, N, C)."""
+    array = float_input(array, name)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, C), got {array.ndim}-D shape {array.shape}")
+    n_samples, n_classes = array.shape
+    if n_classes < 1:
+        raise ValueError(f"{name} must have at least one class (C >= 1), got shape {array.shape}")
+    return array, n_samples, n_classes
+
+
 def reduction(value) -> str:
     if not isinstance(value, str) or value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {value!r}")

@@ -65,12 +65,7 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
                           label_smoothing=0.0, reduction="mean", compute_grad=True, out=None,
                           n_threads=None):
     """NumPy reference of fastloss.softmax_cross_entropy (torch's F.cross_entropy)."""
-    logits = check.float_input(logits, "logits")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
-    n, n_classes = logits.shape
-    if n_classes < 1:
-        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    logits, n, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
@@ -250,12 +245,7 @@ def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
                   reduction="mean", compute_grad=True, out=None, n_threads=None):
     """NumPy reference of fastloss.softmax_focal: -alpha_y (1 - p_y)^gamma log p_y per row,
     with 1 - p_y = -expm1(log p_y)."""
-    logits = check.float_input(logits, "logits")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got {logits.ndim}-D shape {logits.shape}")
-    n, n_classes = logits.shape
-    if n_classes < 1:
-        raise ValueError(f"logits must have at least one class (C >= 1), got shape {logits.shape}")
+    logits, n, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
