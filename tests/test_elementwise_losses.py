@@ -271,6 +271,27 @@ def test_sigmoid_focal_integer_gamma_matches_the_general_power(dtype):
                                    atol=rtol * np.abs(exact.grad).max())  # (crosses 0)
 
 
+@pytest.mark.parametrize("gamma", [4e-293, 1e-40, 1e39, 1e300])
+def test_sigmoid_focal_gamma_beyond_float32_range(gamma):
+    """A gamma that rounds to 0 or to inf in float32 (found by hypothesis: q^gamma became
+    0^0 = 1 and 0 * log(0) = nan where q = 0, and inf * log(1) = nan where q = 1). The float32
+    kernel gives what the float64 kernel gives on the same values: q^gamma is 0 at q = 0 and
+    1 at q = 1 (x = +-1e4 make q exactly 0 or 1 in both precisions)."""
+    x = np.array([-1e4, 1e4, -1e4, 1e4, 0.5, -3.0])
+    t = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    wide = fastloss.sigmoid_focal(x, t, gamma=gamma, reduction="none")
+    narrow = fastloss.sigmoid_focal(x.astype(np.float32), t.astype(np.float32), gamma=gamma,
+                                    reduction="none")
+    ref = reference.sigmoid_focal(x, t, gamma=gamma, reduction="none")
+    assert np.isfinite(narrow.loss).all() and np.isfinite(narrow.grad).all()
+    np.testing.assert_allclose(wide.loss, ref.loss, rtol=1e-15)
+    np.testing.assert_allclose(wide.grad, ref.grad, rtol=1e-15)
+    np.testing.assert_allclose(narrow.loss, ref.loss, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(narrow.grad, ref.grad, rtol=1e-6, atol=1e-30)
+    total = fastloss.sigmoid_focal(x.astype(np.float32), t.astype(np.float32), gamma=gamma)
+    assert total.loss == pytest.approx(float(np.mean(ref.loss)), rel=1e-6)
+
+
 def test_sigmoid_focal_gamma_zero_without_alpha_is_bce():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((30, 4)) * 3

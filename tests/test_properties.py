@@ -309,12 +309,15 @@ def check_result(case, spec, x_values, other_args, kwargs, got, ref_native, refe
                                                       compute_grad=False)).loss
             scale = 1.0 / denominator if reduction == "mean" else 1.0
             # the per-sample tolerances, the rounding of the per-sample values (the float32
-            # reference sums them rounded to float32), and the error bound of a double sum
-            # (and of the mean's denominator) added one by one
+            # reference sums them rounded to float32) relatively and, below the dtype's normal
+            # range, absolutely (the same floor the "none" comparison allows each element: a
+            # float32 term of 1e-45 holds no relative precision), and the error bound of a
+            # double sum (and of the mean's denominator) added one by one
             n_terms = np.size(per_sample) + 4
+            underflow = np.size(per_sample) * rc.K_ULPS * float(np.finfo(dtype).smallest_normal)
             with np.errstate(all="ignore"):
                 magnitude = float(np.sum(np.abs(per_sample), dtype=np.float64))
-                tol = scale * (float(np.sum(np.nan_to_num(loss_tol, nan=0.0)))
+                tol = scale * (float(np.sum(np.nan_to_num(loss_tol, nan=0.0))) + underflow
                                + (2 * eps + n_terms * 2.0**-52) * magnitude)
             refs = refs_of(ref_native.loss, ref_wide.loss)
             ok = close_to_either(loss, refs, tol, np.float64)

@@ -11,6 +11,7 @@
  * A table of function pointers, rather than target_clones' ifunc resolver, makes the
  * choice explicit, portable beyond glibc, and switchable, so the tests run every variant.
  */
+#include <float.h>
 #include <string.h>
 
 #include "fl_kernels.h"
