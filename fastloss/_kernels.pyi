@@ -6,6 +6,9 @@ import numpy as np
 
 BLOCK_SIZE_ELEMENTS: int
 SERIAL_THRESHOLD_ELEMENTS: int
+
+def _set_serial_threshold(elements: int) -> int: ...
+
 MATH_FUNCTIONS: Tuple[str, ...]
 
 def softmax_cross_entropy(

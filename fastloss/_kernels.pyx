@@ -221,11 +221,23 @@ cdef enum:
     BLOCK_ELEMENTS = 16384
 # Below this many elements a call runs on the calling thread without entering a parallel
 # region: waking a second thread costs more than the work (see PERFORMANCE.md, item 9).
-cdef enum:
-    SERIAL_BELOW_ELEMENTS = 65536
+# The value comes from scripts/serial_threshold.py (README, "Threads"); a variable only so
+# that script can sweep it (_set_serial_threshold), never changed otherwise.
+cdef int64_t serial_below_elements = 65536
 
 BLOCK_SIZE_ELEMENTS = BLOCK_ELEMENTS
-SERIAL_THRESHOLD_ELEMENTS = SERIAL_BELOW_ELEMENTS
+SERIAL_THRESHOLD_ELEMENTS = serial_below_elements
+
+
+def _set_serial_threshold(int64_t elements):
+    """Set the serial threshold (for scripts/serial_threshold.py's measurement and the
+    tests); returns the previous value. Results do not depend on it, only speed does."""
+    global serial_below_elements
+    if elements < 0:
+        raise ValueError("the serial threshold is a number of elements >= 0")
+    previous = serial_below_elements
+    serial_below_elements = elements
+    return previous
 
 # Fork safety. GNU libgomp keeps its thread pool across fork(), but the child has only the
 # forking thread, so a child's first parallel region waits forever for pool threads that do
@@ -261,9 +273,9 @@ cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
     cdef int64_t b
     cdef double total = 0.0
     cdef double *partial
-    if n_blocks > 1 and n_threads == 0 and n_items * elements_per_item >= SERIAL_BELOW_ELEMENTS:
+    if n_blocks > 1 and n_threads == 0 and n_items * elements_per_item >= serial_below_elements:
         n_threads = resolve_default_threads()   # None, resolved only where it matters
-    if (n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < SERIAL_BELOW_ELEMENTS
+    if (n_blocks <= 1 or n_threads <= 1 or n_items * elements_per_item < serial_below_elements
             or _in_forked_child):
         with nogil:
             for b in range(n_blocks):
