@@ -234,10 +234,12 @@ def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
         per_element = alpha_t * ce * focal
         dce = (1 - t) * p - t * not_p
         if gamma == 0:
-            dfocal = np.zeros_like(x)
+            # q^0 is a constant: no ce * dfocal term at all (at an infinite logit, ce = inf
+            # would make inf * 0 = nan where PyTorch's autograd gives alpha_t dce)
+            grad = alpha_t * dce * focal
         else:
             dfocal = gamma * (1 - 2 * t) * np.exp((gamma - 1) * log_q + log_p + log_not_p)
-        grad = alpha_t * (dce * focal + ce * dfocal)
+            grad = alpha_t * (dce * focal + ce * dfocal)
     return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, dtype)
 
 

@@ -112,6 +112,29 @@ def test_bce_weight_errors_leave_out_untouched():
     np.testing.assert_array_equal(out, 7.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_subnormal_weight_multiplies_the_finished_loss(dtype):
+    """Found by hypothesis: w (1 - t) with the smallest subnormal w underflowed to 0, where
+    w [(1 - t) softplus(x) + t softplus(-x)] is a normal number (x = 2.9e17, float64) or the
+    subnormal w log 2 (x = 0). The kernel multiplies the finished terms by w, as torch."""
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    x = np.array([0.0, 2.8823037615171546e17 if dtype == np.float64 else 1e30, -3.0],
+                 dtype=dtype)
+    t = np.full(3, 0.5, dtype=dtype)
+    for pos_weight in (None, np.array(3.0, dtype=dtype)):
+        got = fastloss.binary_cross_entropy_with_logits(
+            x, t, weight=np.array(tiny, dtype=dtype), pos_weight=pos_weight, reduction="none")
+        unweighted = fastloss.binary_cross_entropy_with_logits(
+            x.astype(np.float64), t.astype(np.float64), pos_weight=pos_weight,
+            reduction="none")
+        expected = (tiny * unweighted.loss).astype(dtype)   # one rounding of w l
+        np.testing.assert_array_equal(got.loss, expected)
+        assert got.loss[1] > 0
+        total = fastloss.binary_cross_entropy_with_logits(
+            x, t, weight=np.array(tiny, dtype=dtype), pos_weight=pos_weight, reduction="sum")
+        assert total.loss == pytest.approx(float(np.sum(expected, dtype=np.float64)), rel=1e-12)
+
+
 # ------------------------------------------------------------ extreme logits and targets
 
 def _bce_truth(x, t):
@@ -290,6 +313,26 @@ def test_sigmoid_focal_gamma_beyond_float32_range(gamma):
     np.testing.assert_allclose(narrow.grad, ref.grad, rtol=1e-6, atol=1e-30)
     total = fastloss.sigmoid_focal(x.astype(np.float32), t.astype(np.float32), gamma=gamma)
     assert total.loss == pytest.approx(float(np.mean(ref.loss)), rel=1e-6)
+
+
+@needs_torch
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.5])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_focal_infinite_logits_as_torch(gamma, dtype):
+    """+-inf logits give torchvision's formula's values under PyTorch's autograd, nan where
+    it gives nan. Found by hypothesis: at gamma = 0, inf logit and target 0 the gradient is
+    alpha_t dce = 0.75 (torch's pow backward drops the q^0 term), where the reference's
+    ce * dfocal made inf * 0 = nan."""
+    x = np.array([np.inf, np.inf, -np.inf, -np.inf, np.inf, -np.inf], dtype=dtype)
+    t = np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5], dtype=dtype)
+    got = fastloss.sigmoid_focal(x, t, gamma=gamma, reduction="none")
+    ref = reference.sigmoid_focal(x, t, gamma=gamma, reduction="none")
+    xt = torch.tensor(x, requires_grad=True)
+    loss = torchvision_sigmoid_focal(xt, torch.tensor(t), 0.25, gamma)
+    loss.sum().backward()
+    for name, value in (("kernel", got), ("reference", ref)):
+        np.testing.assert_array_equal(value.loss, loss.detach().numpy(), err_msg=name)
+        np.testing.assert_array_equal(value.grad, xt.grad.numpy(), err_msg=name)
 
 
 def test_sigmoid_focal_gamma_zero_without_alpha_is_bce():
