@@ -20,12 +20,15 @@ How the table is built
   L2 cache, and 2 MiB in float64, within any last-level cache) and ``large`` (at least
   2**24, and at least twice the last-level cache in float32), or any number, or an explicit
   shape ``NxC``. The class-index losses use C = 1000 classes from 64000 elements on
-  (C = sqrt(elements) below that).
+  (C = max(2, isqrt(elements)) below that) and N = max(1, elements // C) rows, so 1
+  element becomes 1x2; the header lists the shape each size became.
 * **Time**: median of repeats (``time.perf_counter``, garbage collector off, calls batched
   so that one sample lasts at least 0.2 ms), with half the interquartile range as spread.
   Repeats fill a time budget per measurement (0.15 s; ``--quick`` 0.03 s), at least 5
   (``--quick`` 3), but a measurement stops after 2.5 s (``--quick`` 0.4 s): a slower call,
-  such as a NumPy reference at the large size, is timed fewer times, down to once.
+  such as a NumPy reference at the large size, is timed fewer times, down to once. The
+  ``repeats`` column gives samples × calls per sample, and a note counts the measurements
+  timed fewer than the minimum.
 * **GB/s**: bytes that any implementation must move (input read + gradient written +
   targets read) divided by the median time; the same numerator for every row.
 * **vs ref**: the reference's median time divided by the row's (>1: faster than NumPy).
@@ -33,6 +36,10 @@ How the table is built
   preallocated array (one read and one write stream); **/a+b**, for element-wise losses,
   over the three-stream floor ``np.add(input, target, out=dst)``. 1.0 is at the floor. Both
   floors run on one thread (one core draws most of the memory bandwidth).
+* **Plot** (``--plot``): per loss and dtype, against the number of elements (log-log),
+  either the speedup over the reference (``--plot-y speedup``, the default) or the time per
+  element in nanoseconds (``--plot-y time``, the scaling plot: flat where a kernel is
+  memory- or compute-bound, rising to the left where the per-call cost dominates).
 * **Threads**: each loss runs at 1 thread and at all threads (``--threads``). fastloss
   gets ``n_threads``; threadpoolctl limits the OpenMP/BLAS pools of other libraries,
   ``torch.set_num_threads`` and ``numba.set_num_threads`` are set too. The reference and
@@ -83,7 +90,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["LOSSES", "PEER_FAMILIES", "LossEntry", "Case", "Implementation", "main",
-           "make_case", "implementations", "check_result", "measure", "parse_size"]
+           "make_case", "implementations", "check_result", "measure", "parse_size",
+           "write_plot", "plot_value"]
 
 # A zero-argument call that computes (loss, grad) or, for floors, None.
 Call = Callable[[], Any]
@@ -1038,6 +1046,12 @@ def run(settings: Settings) -> Report:
                 _run_case(case, settings, report)
             del shared_inputs
     report.seconds = time.perf_counter() - started
+    few = [r for r in report.results if r["repeats"] < settings.min_repeats]
+    if few:
+        report.notes.append(
+            f"{len(few)} measurement(s) timed fewer than {settings.min_repeats} times: at "
+            f"most {settings.max_total:g} s is spent on one measurement, and their calls are "
+            "too slow for more (down to a single call; see the repeats column)")
     load_end = _load_average()
     report.machine["load_average_end"] = load_end
     load_start = report.machine["load_average"]
@@ -1109,8 +1123,8 @@ def _format_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-COLUMNS = ("loss", "dtype", "shape", "threads", "implementation", "median", "±IQR/2", "GB/s",
-           "vs ref", "/copy", "/a+b")
+COLUMNS = ("loss", "dtype", "shape", "threads", "implementation", "median", "±IQR/2", "repeats",
+           "GB/s", "vs ref", "/copy", "/a+b")
 
 
 def _table_rows(report: Report) -> List[List[str]]:
@@ -1127,6 +1141,7 @@ def _table_rows(report: Report) -> List[List[str]]:
         table.append([
             r["loss"], r["dtype"], "x".join(map(str, r["shape"])), str(r["threads"]),
             r["implementation"], _format_time(r["median_s"]), f"{spread:.1f}%",
+            f"{r['repeats']}×{r['calls_per_repeat']}",
             f"{r['gb_per_s']:.2f}", f"{r.get('speedup_vs_reference', float('nan')):.2f}",
             f"{r['ratio_to_copy_floor']:.2f}" if "ratio_to_copy_floor" in r else "",
             f"{r['ratio_to_add_floor']:.2f}" if "ratio_to_add_floor" in r else "",
@@ -1148,11 +1163,29 @@ def _header_lines(report: Report) -> List[str]:
         f"{','.join(report.settings['dtypes'])}; threads "
         f"{','.join(map(str, report.settings['threads']))}; compared: "
         f"{', '.join(report.settings['compare']) or 'none'}",
-        "median of repeats ± half the interquartile range; GB/s = (input + gradient + "
-        "target bytes) / time; vs ref = reference time / time; /copy, /a+b = time / "
-        "floor time (np.copyto, np.add out=; 1 thread)",
+        "median of repeats ± half the interquartile range; repeats = timed samples × calls "
+        "per sample; GB/s = (input + gradient + target bytes) / time; vs ref = reference "
+        "time / time; /copy, /a+b = time / floor time (np.copyto, np.add out=; 1 thread)",
     ]
+    shapes = _class_shapes(report)
+    if shapes:
+        lines.append("class-index losses take an element count as N x C, C = 1000 from 64000 "
+                     "elements on, else max(2, isqrt(count)), N = max(1, count // C): "
+                     + ", ".join(f"{label} -> {shape}" for label, shape in shapes))
     return lines
+
+
+def _class_shapes(report: Report) -> List[Tuple[str, str]]:
+    """(size label, "NxC") for each size that a class-index loss turned into a shape
+    (explicit shapes NxC left out), in increasing size."""
+    shapes = {}
+    for r in report.results:
+        entry = LOSSES.get(r["loss"])
+        shape = "x".join(map(str, r["shape"]))
+        if entry is not None and not entry.elementwise and r["size"] != shape:
+            shapes[r["size"]] = (r["n_elements"], shape)
+    return [(label, shape) for label, (_, shape) in
+            sorted(shapes.items(), key=lambda item: item[1][0])]
 
 
 def _summary(report: Report) -> Tuple[str, List[str], List[List[str]]]:
@@ -1258,10 +1291,33 @@ def render_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_plot(report: Report, path: str) -> None:
-    """Speedup over the NumPy reference against input size: one panel per loss and dtype,
-    one line per implementation and thread count (solid: all threads, dashed: 1 thread;
-    the floors, dotted grey, bound what a memory-bound kernel can reach)."""
+PLOT_METRICS = {
+    # metric: (y-axis label, what the title says about it)
+    "speedup": ("speedup over NumPy reference",
+                "speedup over the NumPy reference (higher is faster)"),
+    "time": ("ns per element of the input",
+             "time per element of the differentiated input (lower is faster)"),
+}
+
+
+def plot_value(row: Mapping[str, Any], metric: str) -> float:
+    """The y of one result row: its speedup over the reference, or its median time in
+    nanoseconds per element of the differentiated input."""
+    if metric == "speedup":
+        return row["speedup_vs_reference"]
+    if metric == "time":
+        return row["median_s"] / row["n_elements"] * 1e9
+    raise ValueError(f"unknown plot metric {metric!r}; choose from {', '.join(PLOT_METRICS)}")
+
+
+def write_plot(report: Report, path: str, metric: str = "speedup") -> None:
+    """``metric`` (speedup over the NumPy reference, or time per element) against input
+    size, log-log: one panel per loss and dtype, one line per implementation and thread
+    count (solid: the most threads measured, dashed: fewer; the floors, dotted grey, bound
+    what a memory-bound kernel can reach). The reference is the line y = 1 of a speedup
+    plot and a line of its own in a time plot."""
+    if metric not in PLOT_METRICS:
+        raise ValueError(f"unknown plot metric {metric!r}; choose from {', '.join(PLOT_METRICS)}")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1280,6 +1336,9 @@ def write_plot(report: Report, path: str) -> None:
     impls += sorted({r["implementation"] for r in report.results
                      if r["family"] not in ("fastloss", "reference", "floor")})
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(impls)}
+    if metric != "speedup":
+        impls.append("reference")
+        colors["reference"] = "black"
     floor_styles = {"copy-floor": ":", "add-floor": (0, (1, 3))}
     max_threads = max(report.settings["threads"])
     for ax, (loss, dtype) in zip(axes.flat, panels):
@@ -1288,25 +1347,29 @@ def write_plot(report: Report, path: str) -> None:
                  for threads in sorted({r["threads"] for r in rows
                                         if r["implementation"] == impl}, reverse=True)]
         for impl, threads in lines:
-            points = sorted((r["n_elements"], r["speedup_vs_reference"]) for r in rows
+            points = sorted((r["n_elements"], plot_value(r, metric)) for r in rows
                             if r["implementation"] == impl and r["threads"] == threads)
             xs, ys = zip(*points)
             if impl in floor_styles:
                 ax.plot(xs, ys, color="grey", linestyle=floor_styles[impl],
                         label=f"{impl} (1 thread)")
             else:
+                # the reference is single-threaded NumPy: solid, like the most threads
+                solid = threads == max_threads or impl == "reference"
                 ax.plot(xs, ys, marker="o", markersize=4, color=colors[impl],
-                        linestyle="-" if threads == max_threads else "--",
+                        linestyle="-" if solid else "--",
                         label=f"{impl} ({threads} thread{'s' if threads > 1 else ''})")
-        ax.axhline(1.0, color="black", linewidth=0.8)
+        if metric == "speedup":
+            ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{loss}, {dtype}", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    y_label, title = PLOT_METRICS[metric]
     for ax in axes[:, 0]:
-        ax.set_ylabel("speedup over NumPy reference", fontsize=8)
+        ax.set_ylabel(y_label, fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("elements of the input", fontsize=8)
     handles = {}
@@ -1317,10 +1380,9 @@ def write_plot(report: Report, path: str) -> None:
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8)
     m = report.machine
     fig.suptitle(f"fastloss {m['fastloss']}, {m['cpu']} ({m['usable_cpus']} CPUs, SIMD "
-                 f"{m['simd_level']}), {report.settings['date']}: speedup over the NumPy "
-                 "reference (higher is faster)", fontsize=10)
+                 f"{m['simd_level']}), {report.settings['date']}:\n{title}", fontsize=10)
     bottom = (0.25 * legend_rows + 0.3) / fig.get_figheight()
-    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.45 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.6 / fig.get_figheight()))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -1356,7 +1418,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
     parser.add_argument("--plot", metavar="PATH.png",
-                        help="plot speedup against size per loss (needs matplotlib)")
+                        help="plot speedup (or --plot-y) against size per loss (needs "
+                             "matplotlib)")
+    parser.add_argument("--plot-y", choices=tuple(PLOT_METRICS),
+                        help="the plot's y axis: speedup over the NumPy reference (default) "
+                             "or time per element of the input, in ns")
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
@@ -1429,6 +1495,8 @@ def parse_settings(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, S
     budget = args.budget if args.budget is not None else defaults["budget"]
     if not budget > 0:
         parser.error("--budget must be positive")
+    if args.plot_y and not args.plot:
+        parser.error("--plot-y needs --plot PATH.png")
     if args.plot and not _installed("matplotlib"):
         parser.error("--plot needs matplotlib, which is not installed "
                      "(pip install matplotlib, or pip install 'fastloss[bench]')")
@@ -1455,7 +1523,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _progress(f"wrote {args.markdown}")
     if args.plot:
         if report.results:
-            write_plot(report, args.plot)
+            write_plot(report, args.plot, args.plot_y or "speedup")
             _progress(f"wrote {args.plot}")
         else:
             _progress(f"no results: {args.plot} not written")

@@ -47,7 +47,12 @@ def test_report_runs_and_writes_json_and_markdown(tmp_path, capsys):
     reference = [r for r in rows if r["implementation"] == "reference"]
     assert all(r["speedup_vs_reference"] == 1.0 for r in reference)
     markdown = md_path.read_text()
-    assert "| loss | dtype | shape | threads | implementation |" in markdown
+    assert "| loss | dtype | shape | threads | implementation | median | ±IQR/2 | repeats |" \
+        in markdown
+    for row in rows:  # each measurement's repeats: samples × calls per sample
+        assert f"| {row['repeats']}×{row['calls_per_repeat']} |" in markdown
+    # the shape that the element count became (explicit shapes are not listed)
+    assert "N = max(1, count // C): 3000 -> 55x54\n" in markdown
     # the summary: fastloss at the largest size, compared with the reference
     assert "| loss | dtype | shape | threads | fastloss | /floor | x reference |" in markdown
     assert "Summary: fastloss (out=) at the largest size" in out
@@ -65,6 +70,8 @@ def test_report_runs_and_writes_json_and_markdown(tmp_path, capsys):
     (["--dtypes", "float16"], "unknown dtype 'float16'"),
     (["--threads", "0"], "'0' is not a positive integer"),
     (["--budget", "0"], "--budget must be positive"),
+    (["--plot", "p.png", "--plot-y", "ns"], "argument --plot-y: invalid choice: 'ns'"),
+    (["--plot-y", "time"], "--plot-y needs --plot PATH.png"),
     (["--no-such-option"], "unrecognized arguments"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
@@ -154,11 +161,40 @@ def test_loss_missing_from_fastloss_is_skipped_with_a_message(monkeypatch, capsy
     assert "softmax_cross_entropy" in out
 
 
-def test_plot_is_written(tmp_path, capsys):
+@pytest.mark.parametrize("plot_y", [[], ["--plot-y", "speedup"], ["--plot-y", "time"]])
+def test_plot_is_written(plot_y, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "speedup.png"
-    assert bench.main(FAST + ["--plot", str(path)]) == 0
+    path = tmp_path / "plot.png"
+    argv = FAST + ["--plot", str(path)] + plot_y
+    if plot_y[-1:] != ["time"]:
+        argv += ["--sizes", "64x10"]  # one test with both sizes is enough
+    assert bench.main(argv) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_values_are_speedup_or_nanoseconds_per_element(tmp_path):
+    row = {"median_s": 2e-3, "n_elements": 4000, "speedup_vs_reference": 7.5}
+    assert bench.plot_value(row, "speedup") == 7.5
+    assert math.isclose(bench.plot_value(row, "time"), 500.0)  # 2 ms / 4000 elements
+    for call in (lambda: bench.plot_value(row, "ns"),
+                 lambda: bench.write_plot(None, str(tmp_path / "p.png"), metric="ns")):
+        with pytest.raises(ValueError, match="unknown plot metric 'ns'"):
+            call()
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_measurements_timed_fewer_times_than_the_minimum_are_noted(monkeypatch, capsys,
+                                                                   tmp_path):
+    # a cap per measurement far below one sample: every measurement is a single sample
+    monkeypatch.setitem(bench.QUICK, "max_total", 1e-9)
+    json_path = tmp_path / "r.json"
+    assert bench.main(FAST + ["--sizes", "64x10", "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    # reference, copy floor, fastloss, fastloss-alloc
+    assert "4 measurement(s) timed fewer than 3 times: at most 1e-09 s" in out
+    rows = json.loads(json_path.read_text())["results"]
+    assert len(rows) == 4 and all(r["repeats"] == 1 for r in rows)
+    assert all(f"  1×{r['calls_per_repeat']}  " in out for r in rows)
 
 
 def test_sizes():
@@ -232,3 +268,70 @@ def test_console_script_entry_point_is_main():
     scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
     module, _, function = scripts["fastloss-bench"].partition(":")
     assert module == bench.__name__ and getattr(bench, function) is bench.main
+
+
+def _load_run_comparison():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "run_comparison.py"
+    spec = importlib.util.spec_from_file_location("run_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("extra, sweep_sizes, statuses", [
+    ([], "1,10,100,1e3,1e4,1e5,1e6,1e7,1e8", [0, 0]),
+    (["--quick", "--losses", "huber"], "1,10,100,1e3,1e4,1e5", [0, 1]),
+    (["--budget", "0.01"], "1,10,100,1e3,1e4,1e5,1e6,1e7,1e8", [1, 0]),
+])
+def test_comparison_script_runs_the_report_then_the_scaling_sweep(
+        extra, sweep_sizes, statuses, monkeypatch, tmp_path, capsys):
+    script = _load_run_comparison()
+    monkeypatch.setattr(script, "REPOSITORY", str(tmp_path))
+    runs = []
+
+    def fake_main(argv):
+        args, settings, _ = bench.parse_settings(argv)  # the real parser accepts them
+        runs.append((argv, settings))
+        with open(args.markdown, "w") as f:
+            f.write("# fastloss benchmark\n\n- header\n")
+        return statuses[len(runs) - 1]
+
+    monkeypatch.setattr(bench, "main", fake_main)
+    assert script.main(extra) == max(statuses)
+    (main_argv, _), (sweep_argv, sweep) = runs
+    docs = tmp_path / "docs"
+    assert main_argv == ["--compare", "all", "--markdown", str(docs / "benchmark.md"),
+                         "--plot", str(docs / "benchmark.png")] + extra
+    # the sweep: its own sizes, float32, all threads, time per element; extra options last
+    assert sweep_argv[len(sweep_argv) - len(extra):] == extra
+    assert sweep_argv[sweep_argv.index("--sizes") + 1] == sweep_sizes
+    assert [s.n_elements for s in sweep.sizes] == [int(float(s)) for s in sweep_sizes.split(",")]
+    assert sweep.dtypes == ["float32"] and sweep.threads == [bench._all_threads()]
+    assert sweep_argv[sweep_argv.index("--plot") + 1] == str(docs / "scaling.png")
+    assert sweep_argv[sweep_argv.index("--plot-y") + 1] == "time"
+    assert sweep_argv[sweep_argv.index("--compare") + 1] == "all"
+    # a run that failed keeps its markdown as the report wrote it
+    for name, status in zip(("benchmark.md", "scaling.md"), statuses):
+        text = (docs / name).read_text()
+        assert ("Written by `python scripts/run_comparison.py`" in text) == (status == 0)
+        assert text.startswith("# fastloss benchmark\n") and text.endswith("- header\n")
+
+
+def test_comparison_script_rejects_bad_options_before_running(monkeypatch, tmp_path, capsys):
+    script = _load_run_comparison()
+    monkeypatch.setattr(script, "REPOSITORY", str(tmp_path))
+    monkeypatch.setattr(bench, "main", lambda argv: pytest.fail("ran despite a bad option"))
+    with pytest.raises(SystemExit) as exc_info:
+        script.main(["--sizes", "huge"])
+    assert exc_info.value.code == 2
+    assert not (tmp_path / "docs").exists()
+
+
+def test_scaling_sizes_become_class_shapes_of_at_most_1000_classes():
+    entry = bench.LOSSES["softmax_cross_entropy"]
+    script = _load_run_comparison()
+    shapes = [entry.shape_for(bench.parse_size(s)) for s in script.SCALING_SIZES.split(",")]
+    assert shapes == [(1, 2), (3, 3), (10, 10), (32, 31), (100, 100), (100, 1000),
+                      (1000, 1000), (10000, 1000), (100000, 1000)]
