@@ -260,8 +260,9 @@ def _after_fork_in_child():
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_after_fork_in_child)
 
+# in the order of fl_math_fn (fl_kernels.h)
 MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid",
-                  "log1p_unit")
+                  "log1p_unit", "exp_neg")
 
 
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,

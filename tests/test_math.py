@@ -16,6 +16,7 @@ What is swept (float32 input sets are ordered by bit pattern, so "every float32"
             (~545 M values, 5-10 s per ISA here); |x| < 2^-26 gives exactly 1.
   exp_nonpos float32: every float32 in [-104, -2^-26]; below ln(FLT_MIN) = -87.3365 the
             result is 0 by design (see fl_math.h), above it within the bound.
+  exp_neg   float32: every float32 in [-104, -2^-26], subnormal results included.
   all      float32: every 127th bit pattern of all 2^32 (34 M values: ~130 000 in each of
             the 256 exponents of either sign, subnormals, infs, nans; the stride is odd, so
             the low mantissa bits take every value).
@@ -27,6 +28,7 @@ Measured maximum errors (ulp), AMD EPYC (Zen 5), gcc 12, baseline / avx2 / avx51
                float32                 float64
   exp          0.80 / 0.80 / 0.80      0.80 / 0.80 / 0.80
   exp_nonpos   1.17 / 0.90 / 0.90      0.82 / 0.82 / 0.82   (float64: measured when it was the full exp)
+  exp_neg      1.17 / 0.90 / 0.90      1.17 / 0.90 / 0.90
   log          0.78 / 0.75 / 0.75      0.83 / 0.74 / 0.74
   log1p        0.84 / 0.74 / 0.74      0.81 / 0.74 / 0.74
   softplus     1.50 / 1.46 / 1.46      1.48 / 1.47 / 1.47
@@ -54,7 +56,7 @@ WIDE = {F32: np.dtype(np.float64), F64: np.dtype(np.longdouble)}
 #   exp, log, log1p: the result is formed so that its last addition is the only rounding at
 #     the result's scale (fl_math.h: a compensated 1 + r in exp; fdlibm's arrangement of
 #     log(1 + f)), so the error is that half ulp plus < 0.35 ulp of smaller terms: <= 1 ulp.
-#   exp_nonpos (float32 and float64): the softmax's cheaper exp, 1 + r (1 + r P(r)): two fused multiply-
+#   exp_nonpos, exp_neg (float32 and float64): the cheaper exps for x <= 0, 1 + r (1 + r P(r)): two fused multiply-
 #     adds where the ISA has FMA (avx2, avx512), so one rounding at the result's scale
 #     (<= 1 ulp); baseline SSE2 rounds the product r (1 + r P) first: 1.17 ulp measured.
 #   log1p_unit (log1p on [0, 1], no range reduction): e - s (e - R(s^2)) with s = e / (2 + e)
@@ -69,6 +71,7 @@ WIDE = {F32: np.dtype(np.float64), F64: np.dtype(np.longdouble)}
 ULP_BOUND = {
     "exp": 1.0,
     "exp_nonpos": 1.0,
+    "exp_neg": 1.0,
     "log": 1.0,
     "log1p": 1.0,
     "softplus": 2.0,
@@ -81,7 +84,7 @@ LOG1P_UNIT_BOUND_WITHOUT_FMA = 1.35
 
 
 def ulp_bound(name, dtype, isa):
-    if name == "exp_nonpos" and isa == "baseline":
+    if name in ("exp_nonpos", "exp_neg") and isa == "baseline":
         return EXP_NONPOS_BOUND_WITHOUT_FMA
     if name == "log1p_unit" and isa == "baseline":
         return LOG1P_UNIT_BOUND_WITHOUT_FMA
@@ -149,6 +152,7 @@ def exp_nonpos_reference(x):
 REFERENCE = {
     "exp": np.exp,
     "exp_nonpos": exp_nonpos_reference,
+    "exp_neg": np.exp,
     "log": np.log,
     "log1p": np.log1p,
     "softplus": softplus_reference,
@@ -261,6 +265,30 @@ def test_exp_float32_every_value(isa, record_property):
     assert_within("exp", F32, isa, worst, worst_x, record_property)
 
 
+def test_exp_neg_float32_every_value(isa, record_property):
+    """The logistic losses' exp on every float32 in [-104, -2^-26]: within the bound all the
+    way down, through every subnormal result (gradual underflow, no flush), to +0 at the
+    underflow threshold."""
+    worst, worst_x = max_ulp_error("exp_neg", float32_range(-(2.0**-26), -104.0))
+    assert_within("exp_neg", F32, isa, worst, worst_x, record_property)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_exp_neg_underflows_gradually(isa, dtype):
+    """At exp's exact underflow threshold exp_neg gives +0 and one float above it the
+    smallest subnormal; one argument per subnormal binade gives that binade's value."""
+    info = np.finfo(dtype)
+    _, underflow = exp_thresholds(dtype)
+    y = apply("exp_neg", np.array([underflow, np.nextafter(underflow, dtype.type(0))], dtype))
+    assert y[0] == 0 and not np.signbit(y[0])
+    assert y[1] == info.smallest_subnormal
+    k = np.arange(-int(np.log2(info.smallest_normal)), -int(np.log2(info.smallest_subnormal)))
+    x = np.log(np.ldexp(np.ones(len(k), WIDE[dtype]), -k - 1) * 1.5).astype(dtype)
+    y = apply("exp_neg", x)
+    assert np.all((y > 0) & (y < info.smallest_normal))
+    assert np.all(ulp_error(y, reference("exp_neg", x)) <= ULP_BOUND["exp_neg"])
+
+
 def test_exp_nonpos_float32_every_value(isa, record_property):
     """The softmax's exp on every float32 in [-104, -2^-26]: within the bound down to
     ln(FLT_MIN), exactly +0 below (the flush of fl_exp_nonpos_f32, part of the reference),
@@ -277,11 +305,11 @@ def test_exp_nonpos_float32_every_value(isa, record_property):
     assert_within("exp_nonpos", F32, isa, worst, worst_x, record_property)
 
 
-@pytest.mark.parametrize("name", ["exp", "exp_nonpos"])
+@pytest.mark.parametrize("name", ["exp", "exp_nonpos", "exp_neg"])
 def test_exp_float32_tiny_arguments_give_one(isa, name):
     """For |x| < 2^-26, e^x = 1 + x + ... rounds to 1 (every 7th float32 with that magnitude,
     both signs; exp_nonpos is only defined for x <= 0)."""
-    signs = [-1.0] if name == "exp_nonpos" else [1.0, -1.0]
+    signs = [-1.0] if name in ("exp_nonpos", "exp_neg") else [1.0, -1.0]
     for sign in signs:
         for x in float32_range(sign * 0.0, sign * 2.0**-26, stride=7):
             assert np.all(apply(name, x) == 1.0)
@@ -290,9 +318,10 @@ def test_exp_float32_tiny_arguments_give_one(isa, name):
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_float32_dense_sweep(isa, name, record_property):
     """Every 127th float32 bit pattern (all exponents, both signs, subnormals, infs and nans:
-    34 M values; exp_nonpos over its domain x <= 0 only) against the float64 reference."""
+    34 M values; exp_nonpos and exp_neg over their domain x <= 0 only) against the float64
+    reference."""
     stride = 127
-    if name == "exp_nonpos":
+    if name in ("exp_nonpos", "exp_neg"):
         chunks = float32_range(-0.0, -np.inf, stride)
     elif name == "log1p_unit":
         chunks = float32_range(0.0, 1.0, 1)   # every float32 of its domain [0, 1]
@@ -309,6 +338,7 @@ def test_float32_dense_sweep(isa, name, record_property):
 FLOAT64_RANGES = {
     "exp": [(-746.0, 710.0), (-1.0, 1.0)],
     "exp_nonpos": [(-746.0, 0.0), (-1.0, 0.0)],
+    "exp_neg": [(-746.0, 0.0), (-1.0, 0.0), (-746.0, -708.0)],
     "log": [(0.0, 4.0), (0.5, 2.0)],
     "log1p": [(-1.0, 1.0), (-1e-3, 1e-3), (0.0, 1e6)],
     "softplus": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
@@ -321,8 +351,9 @@ FLOAT64_SAMPLES_PER_PART = 1_000_000
 
 def in_domain(name, x):
     """Arguments mapped into the domain of the functions defined on part of the line only:
-    exp_nonpos (x <= 0) and log1p_unit (0 <= x <= 1; |x| or 1/|x|). nan stays nan."""
-    if name == "exp_nonpos":
+    exp_nonpos and exp_neg (x <= 0) and log1p_unit (0 <= x <= 1; |x| or 1/|x|). nan stays
+    nan."""
+    if name in ("exp_nonpos", "exp_neg"):
         return -np.abs(x)
     if name == "log1p_unit":
         magnitude = np.abs(x)
@@ -372,6 +403,7 @@ def test_longdouble_reference_agrees_with_mpmath():
     exact = {
         "exp": mp.exp,
         "exp_nonpos": mp.exp,
+        "exp_neg": mp.exp,
         "log": mp.log,
         "log1p": mp.log1p,
         "softplus": lambda v: mp.log1p(mp.exp(v)),
@@ -407,6 +439,8 @@ def exact_cases(name, dtype):
                 (1e4, inf)],
         "exp_nonpos": [(nan, nan), (-inf, 0.0), (0.0, 1.0), (-0.0, 1.0), (-big, 0.0),
                        (-tiny, 1.0), (-sub, 1.0), (-1e4, 0.0)],
+        "exp_neg": [(nan, nan), (-inf, 0.0), (0.0, 1.0), (-0.0, 1.0), (-big, 0.0),
+                    (-tiny, 1.0), (-sub, 1.0), (-1e4, 0.0)],
         "log": [(nan, nan), (inf, inf), (-inf, nan), (0.0, -inf), (-0.0, -inf), (1.0, 0.0),
                 (-1.0, nan), (-tiny, nan), (-sub, nan), (-big, nan)],
         "log1p": [(nan, nan), (inf, inf), (-inf, nan), (0.0, 0.0), (-0.0, -0.0), (-1.0, -inf),
@@ -427,7 +461,7 @@ def exact_cases(name, dtype):
 # Zeros whose sign is defined: C99 for exp (+0 on underflow), log (log 1 = +0) and log1p
 # (log1p(+-0) = +-0); softplus and sigmoid are positive functions, so their 0 is +0.
 # log_sigmoid's 0 (at +inf or huge x) may have either sign.
-SIGNED_ZERO = {"exp", "exp_nonpos", "log", "log1p", "softplus", "sigmoid", "log1p_unit"}
+SIGNED_ZERO = {"exp", "exp_nonpos", "exp_neg", "log", "log1p", "softplus", "sigmoid", "log1p_unit"}
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
@@ -533,7 +567,7 @@ def test_extreme_finite_arguments(isa, name, dtype):
         x = np.concatenate([x, np.nextafter(x, dtype.type(np.inf)),
                             np.nextafter(x, dtype.type(0))])
     x = np.concatenate([x, -x])
-    if name == "exp_nonpos":
+    if name in ("exp_nonpos", "exp_neg"):
         x = x[x <= 0]
     if name == "log1p_unit":
         x = x[(x >= 0) & (x <= 1)]

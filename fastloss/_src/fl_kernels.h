@@ -122,6 +122,7 @@ typedef enum {
     FL_MATH_LOG_SIGMOID,
     FL_MATH_SIGMOID,
     FL_MATH_LOG1P_UNIT,
+    FL_MATH_EXP_NEG,
     FL_MATH_COUNT
 } fl_math_fn;
 

@@ -11,7 +11,8 @@
  * Accuracy (tests/test_math.py, against float64 / long double references, every ISA variant;
  * exp on every float32 argument, the others on dense sweeps), largest errors measured:
  *   exp, log, log1p: 0.84 ulp in float32 and float64;
- *   exp_nonpos (float32 softmax exp): 0.91 ulp with FMA (avx2, avx512), 1.17 ulp without;
+ *   exp_nonpos (float32 softmax exp) and exp_neg (x <= 0, the logistic losses' exp): 0.91 ulp
+ *   with FMA (avx2, avx512), 1.17 ulp without;
  *   softplus, log_sigmoid: 1.51 ulp; sigmoid: 2.25 ulp.
  *   nan propagates; +-inf, 0, overflow and gradual underflow behave as C99 Annex F says.
  * Compile with -fno-trapping-math (value-safe) and never with -ffast-math: the selects and
@@ -163,6 +164,28 @@ FL_INLINE float fl_exp_nonpos_f32(float x)
     return x < lo ? 0.0f : y;
 }
 
+/*
+ * exp for x <= 0 with gradual underflow: the e = exp(-|x|) of the logistic losses, whose
+ * subnormal values are results (sigmoid(-90) = e / (1 + e) in float32), so they cannot be
+ * flushed as in fl_exp_nonpos_f32. The same reduction and 1 + r (1 + r P(r)) as
+ * fl_exp_nonpos_f32, and one multiplication more instead of fl_exp_f32's second rounding
+ * step, upper clamp, nan selects and compensated sum: the scale is 2^(k + 64), a normal
+ * number for every k in [-150, 0], and the product is multiplied by 2^-64, exact where the
+ * result is normal and rounding once more into the subnormal range (<= 1 ulp of a
+ * subnormal on top). nan stays nan (as in fl_exp_nonpos_f32), -inf and x < -104 give +0.
+ */
+FL_INLINE float fl_exp_neg_f32(float x)
+{
+    const float lo = -104.0f;               /* exp(-104) < 2^-150: rounds to 0 */
+    const float xc = x < lo ? lo : x;
+    const float j = xc * FL_LOG2E_F32 + FL_ROUND_MAGIC_F32;
+    const float k = j - FL_ROUND_MAGIC_F32;
+    const float r = fl_exp_arg_f32(xc, k);
+    const float scale = fl_f32_from_bits((fl_f32_bits(j) + (127u + 64u)) << 23);
+    const float y = ((1.0f + r * (1.0f + r * fl_exp_poly_f32(r))) * scale) * 0x1p-64f;
+    return x < lo ? 0.0f : y;
+}
+
 FL_INLINE double fl_exp_f64(double x)
 {
     double xc = x < -746.0 ? -746.0 : x;     /* exp(-746) < 2^-1075: rounds to 0 */
@@ -186,6 +209,20 @@ FL_INLINE double fl_exp_nonpos_f64(double x)
     const double r = fl_exp_arg_f64(xc, k);
     const double scale = fl_f64_from_bits((fl_f64_bits(j) + 1023u) << 52);
     const double y = (1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale;
+    return x < lo ? 0.0 : y;
+}
+
+/* The float64 counterpart of fl_exp_neg_f32: scale 2^(k + 512) for k in [-1075, 0], then
+ * 2^-512. */
+FL_INLINE double fl_exp_neg_f64(double x)
+{
+    const double lo = -746.0;                /* exp(-746) < 2^-1075: rounds to 0 */
+    const double xc = x < lo ? lo : x;
+    const double j = xc * FL_LOG2E_F64 + FL_ROUND_MAGIC_F64;
+    const double k = j - FL_ROUND_MAGIC_F64;
+    const double r = fl_exp_arg_f64(xc, k);
+    const double scale = fl_f64_from_bits((fl_f64_bits(j) + (1023u + 512u)) << 52);
+    const double y = ((1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale) * 0x1p-512;
     return x < lo ? 0.0 : y;
 }
 
