@@ -64,3 +64,22 @@ def test_small_inputs_give_the_same_bits_for_any_thread_request(n_threads):
     other = fastloss.softmax_cross_entropy(x, y, n_threads=n_threads)
     assert other.loss == base.loss
     np.testing.assert_array_equal(other.grad, base.grad)
+
+
+def test_serial_threshold_moves_only_speed_not_results():
+    """scripts/serial_threshold.py lowers the threshold to 0 to time small inputs in
+    parallel: the results are the same bits either way (block sums in block order)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(40000).astype(np.float32)   # three blocks, below the threshold
+    t = rng.random(40000).astype(np.float32)
+    serial = fastloss.sigmoid_focal(x, t, n_threads=2)
+    previous = _kernels._set_serial_threshold(0)
+    try:
+        assert previous == _kernels.SERIAL_THRESHOLD_ELEMENTS
+        parallel = fastloss.sigmoid_focal(x, t, n_threads=2)
+    finally:
+        _kernels._set_serial_threshold(previous)
+    assert parallel.loss == serial.loss
+    np.testing.assert_array_equal(parallel.grad, serial.grad)
+    with pytest.raises(ValueError, match="elements >= 0"):
+        _kernels._set_serial_threshold(-1)
