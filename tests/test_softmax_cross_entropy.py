@@ -175,17 +175,21 @@ def test_returns_named_tuple():
     assert result.grad is result[1]
 
 
-@pytest.mark.parametrize("n_classes", [2, 15, 16, 17, 31, 39, 40, 41, 63, 64, 65, 100, 127, 1000])
+@pytest.mark.parametrize("n_classes", [1, 2, 15, 16, 17, 31, 39, 40, 41, 47, 48, 63, 64, 65, 100,
+                                       127, 256, 257, 1000])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_class_counts_around_vector_widths_and_layouts(n_classes, dtype):
-    """The kernel switches layout by C and handles partial vectors specially: check both
-    sides of every boundary, for every option kind, against the reference."""
+    """The kernel switches layout by C (class indices without smoothing: across-rows loops
+    below 48 classes, row loops up to 256, the row layout above; otherwise the chunk layout
+    up to 40) and handles partial vectors specially: check both sides of every boundary, for
+    every option kind, against the reference."""
     rng = np.random.default_rng(8)
     x = (rng.standard_normal((67, n_classes)) * 3).astype(dtype)
     y = rng.integers(0, n_classes, 67)
     y[::5] = -100
     t = rng.dirichlet(np.ones(n_classes), 67)
-    for target, kwargs in ((y, {}), (y, {"label_smoothing": 0.2, "weight": rng.random(n_classes)}),
+    for target, kwargs in ((y, {}), (y, {"weight": rng.random(n_classes)}),
+                           (y, {"label_smoothing": 0.2, "weight": rng.random(n_classes)}),
                            (t, {}), (t, {"label_smoothing": 0.1})):
         loss, grad = fastloss.softmax_cross_entropy(x, target, reduction="none", **kwargs)
         ref_loss, ref_grad = reference.softmax_cross_entropy(x.astype(np.float64), target,
