@@ -299,6 +299,10 @@ def test_comparison_script_runs_the_report_then_the_scaling_sweep(
         return statuses[len(runs) - 1]
 
     monkeypatch.setattr(bench, "main", fake_main)
+    # the fake report draws nothing: matplotlib need not be installed for --plot to parse
+    real_installed = bench._installed
+    monkeypatch.setattr(bench, "_installed",
+                        lambda module: module == "matplotlib" or real_installed(module))
     assert script.main(extra) == max(statuses)
     (main_argv, _), (sweep_argv, sweep) = runs
     docs = tmp_path / "docs"
