@@ -152,15 +152,21 @@ FL_INLINE float fl_exp_f32(float x)
  *   without (baseline SSE2: 1.17 ulp), against 0.80 ulp and three more additions for the
  *   compensated form of fl_exp_f32.
  */
-FL_INLINE float fl_exp_nonpos_f32(float x)
+/* The body shared by fl_exp_nonpos_f32 and fl_exp_neg_f32: 2^(k + extra) (1 + r (1 + r P(r)))
+ * for a clamped argument xc <= 0, 2^(k + extra) a normal number. */
+FL_INLINE float fl_exp_le0_f32(float xc, uint32_t extra)
 {
-    const float lo = -0x1.5d589ep+6f;       /* -87.33: ln(FLT_MIN), so k >= -126 */
-    const float xc = x < lo ? lo : x;
     const float j = xc * FL_LOG2E_F32 + FL_ROUND_MAGIC_F32;
     const float k = j - FL_ROUND_MAGIC_F32;
     const float r = fl_exp_arg_f32(xc, k);
-    const float scale = fl_f32_from_bits((fl_f32_bits(j) + 127u) << 23);
-    const float y = (1.0f + r * (1.0f + r * fl_exp_poly_f32(r))) * scale;
+    const float scale = fl_f32_from_bits((fl_f32_bits(j) + 127u + extra) << 23);
+    return (1.0f + r * (1.0f + r * fl_exp_poly_f32(r))) * scale;
+}
+
+FL_INLINE float fl_exp_nonpos_f32(float x)
+{
+    const float lo = -0x1.5d589ep+6f;       /* -87.33: ln(FLT_MIN), so k >= -126 */
+    const float y = fl_exp_le0_f32(x < lo ? lo : x, 0u);
     return x < lo ? 0.0f : y;
 }
 
@@ -177,12 +183,7 @@ FL_INLINE float fl_exp_nonpos_f32(float x)
 FL_INLINE float fl_exp_neg_f32(float x)
 {
     const float lo = -104.0f;               /* exp(-104) < 2^-150: rounds to 0 */
-    const float xc = x < lo ? lo : x;
-    const float j = xc * FL_LOG2E_F32 + FL_ROUND_MAGIC_F32;
-    const float k = j - FL_ROUND_MAGIC_F32;
-    const float r = fl_exp_arg_f32(xc, k);
-    const float scale = fl_f32_from_bits((fl_f32_bits(j) + (127u + 64u)) << 23);
-    const float y = ((1.0f + r * (1.0f + r * fl_exp_poly_f32(r))) * scale) * 0x1p-64f;
+    const float y = fl_exp_le0_f32(x < lo ? lo : x, 64u) * 0x1p-64f;
     return x < lo ? 0.0f : y;
 }
 
@@ -199,16 +200,21 @@ FL_INLINE double fl_exp_f64(double x)
     return (x == x) ? y : x;
 }
 
+/* fl_exp_le0_f32 in float64 */
+FL_INLINE double fl_exp_le0_f64(double xc, uint64_t extra)
+{
+    const double j = xc * FL_LOG2E_F64 + FL_ROUND_MAGIC_F64;
+    const double k = j - FL_ROUND_MAGIC_F64;
+    const double r = fl_exp_arg_f64(xc, k);
+    const double scale = fl_f64_from_bits((fl_f64_bits(j) + 1023u + extra) << 52);
+    return (1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale;
+}
+
 /* The float64 counterpart of fl_exp_nonpos_f32: results below DBL_MIN (x < -708.40) are 0. */
 FL_INLINE double fl_exp_nonpos_f64(double x)
 {
     const double lo = -0x1.6232bdd7abcd2p+9;   /* -708.40: ln(DBL_MIN), so k >= -1022 */
-    const double xc = x < lo ? lo : x;
-    const double j = xc * FL_LOG2E_F64 + FL_ROUND_MAGIC_F64;
-    const double k = j - FL_ROUND_MAGIC_F64;
-    const double r = fl_exp_arg_f64(xc, k);
-    const double scale = fl_f64_from_bits((fl_f64_bits(j) + 1023u) << 52);
-    const double y = (1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale;
+    const double y = fl_exp_le0_f64(x < lo ? lo : x, 0u);
     return x < lo ? 0.0 : y;
 }
 
@@ -217,12 +223,7 @@ FL_INLINE double fl_exp_nonpos_f64(double x)
 FL_INLINE double fl_exp_neg_f64(double x)
 {
     const double lo = -746.0;                /* exp(-746) < 2^-1075: rounds to 0 */
-    const double xc = x < lo ? lo : x;
-    const double j = xc * FL_LOG2E_F64 + FL_ROUND_MAGIC_F64;
-    const double k = j - FL_ROUND_MAGIC_F64;
-    const double r = fl_exp_arg_f64(xc, k);
-    const double scale = fl_f64_from_bits((fl_f64_bits(j) + (1023u + 512u)) << 52);
-    const double y = ((1.0 + r * (1.0 + r * fl_exp_poly_f64(r))) * scale) * 0x1p-512;
+    const double y = fl_exp_le0_f64(x < lo ? lo : x, 512u) * 0x1p-512;
     return x < lo ? 0.0 : y;
 }
 
