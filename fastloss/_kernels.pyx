@@ -76,6 +76,9 @@ cdef extern from "fl_kernels.h" nogil:
     ctypedef double (*fl_block_fn)(const void *args, int64_t begin, int64_t end) noexcept nogil
     ctypedef void (*fl_math_f32_fn)(const float *x, float *y, int64_t n) noexcept nogil
     ctypedef void (*fl_math_f64_fn)(const double *x, double *y, int64_t n) noexcept nogil
+    ctypedef int64_t (*fl_check_targets_fn)(const int64_t *target, int64_t n, int64_t n_classes,
+                                            int64_t ignore_index,
+                                            int64_t *n_ignored) noexcept nogil
 
     ctypedef struct fl_softmax_ce_args_f32:
         const float *logits
@@ -203,6 +206,7 @@ cdef extern from "fl_kernels.h" nogil:
         fl_block_fn sigmoid_focal_f64
         fl_block_fn softmax_focal_f32
         fl_block_fn softmax_focal_f64
+        fl_check_targets_fn check_targets
 
     int FL_ISA_COUNT
     int fl_isa_compiled(int level)
@@ -368,14 +372,19 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
     cdef int64_t n = cnp.PyArray_DIM(target, 0)
     cdef int64_t i, y
     cdef int64_t bad = -1
+    cdef int64_t n_ignored = 0
     cdef double denominator = 0.0
     cdef const float *w32 = NULL
     cdef const double *w64 = NULL
-    if weight is not None:
-        if cnp.PyArray_TYPE(weight) == cnp.NPY_FLOAT:
-            w32 = <const float *>cnp.PyArray_DATA(weight)
-        else:
-            w64 = <const double *>cnp.PyArray_DATA(weight)
+    if weight is None:
+        # the count of targets not ignored: the vectorized check of the active ISA
+        with nogil:
+            bad = fl_kernels().check_targets(t, n, n_classes, ignore_index, &n_ignored)
+        return bad, <double>(n - n_ignored)
+    if cnp.PyArray_TYPE(weight) == cnp.NPY_FLOAT:
+        w32 = <const float *>cnp.PyArray_DATA(weight)
+    else:
+        w64 = <const double *>cnp.PyArray_DATA(weight)
     with nogil:
         for i in range(n):
             y = t[i]
@@ -386,10 +395,8 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
                 break
             if w32 != NULL:
                 denominator += w32[y]
-            elif w64 != NULL:
-                denominator += w64[y]
             else:
-                denominator += 1.0
+                denominator += w64[y]
     return bad, denominator
 
 

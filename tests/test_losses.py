@@ -204,6 +204,66 @@ def test_every_simd_level_matches_reference(case, option, dtype, simd_level):
     assert_close(grad, ref_grad, dtype, f"grad at {simd_level}")
 
 
+# The chunk layouts of the class losses (C <= 128) take each chunk's rows as one run of
+# elements, with per-row values spread over it by vector permutes whose patterns depend on C
+# and the vector width: check several whole chunks and a partial one, class counts around
+# the vector widths, ignored rows (one of them nan) and in-place gradients, at every level.
+CHUNK_CLASS_COUNTS = [1, 2, 3, 5, 10, 15, 16, 17, 31, 32, 33, 64, 100, 128]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", CHUNK_CLASS_COUNTS)
+def test_chunk_layouts_at_every_simd_level(n_classes, dtype, simd_level):
+    rng = np.random.default_rng(n_classes)
+    n = 3 * (2048 // n_classes) + 5
+    x = (rng.standard_normal((n, n_classes)) * 3).astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    y[::7] = -100
+    x[7] = np.nan   # an ignored row: zero gradient, no loss, whatever its logits
+    weight = rng.uniform(0.2, 2.0, n_classes)
+    calls = [("softmax_cross_entropy", {}),
+             ("softmax_cross_entropy", {"weight": weight.astype(dtype)}),
+             ("softmax_cross_entropy", {"label_smoothing": 0.1}),
+             ("softmax_focal", {"gamma": 2.0}),
+             ("softmax_focal", {"gamma": 0.7, "alpha": weight})]
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    for name, kwargs in calls:
+        loss, grad = getattr(fastloss, name)(x, y, reduction="none", **kwargs)
+        ref_loss, ref_grad = getattr(reference, name)(x.astype(np.float64), y,
+                                                      reduction="none", **kwargs)
+        where = f"{name} {kwargs.keys()} at {simd_level}"
+        np.testing.assert_allclose(loss, ref_loss, rtol=rtol, atol=rtol, err_msg=where)
+        np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * 1e-2, err_msg=where)
+        assert not grad[y == -100].any()
+        x_in_place = x.copy()
+        getattr(fastloss, name)(x_in_place, y, reduction="none", out=x_in_place, **kwargs)
+        np.testing.assert_array_equal(x_in_place, grad, err_msg=where)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "softmax_focal"])
+def test_target_check_finds_the_first_bad_index_at_every_simd_level(name, simd_level):
+    """The class-index check scans blocks of 2048 targets with a vector loop and rescans a
+    block only when it holds a bad one: the first bad position is named wherever it lies,
+    the ignored targets before it do not count as bad, and the mean's denominator counts
+    the kept targets."""
+    n, n_classes = 5000, 4
+    x = np.zeros((n, n_classes))
+    good = np.arange(n) % n_classes
+    good[::3] = -100
+    kwargs = {"gamma": 0.0} if name == "softmax_focal" else {}   # both the cross-entropy
+    loss = getattr(fastloss, name)(x, good, **kwargs).loss
+    np.testing.assert_allclose(loss, np.log(n_classes), rtol=1e-13)
+    assert getattr(fastloss, name)(x, good, reduction="sum", **kwargs).loss == pytest.approx(
+        np.log(n_classes) * np.count_nonzero(good != -100), rel=1e-12)
+    for position in (0, 1, 2047, 2048, 2049, 4095, 4999):
+        for value in (-1, n_classes, -101, 2**40, -2**63, 2**63 - 1):
+            target = good.copy()
+            target[position] = value
+            target[position + 1:] = -5   # later bad ones must not be named
+            with pytest.raises(ValueError, match=rf"class index {value} at position {position},"):
+                getattr(fastloss, name)(x, target)
+
+
 # ------------------------------------------------------------------------ edge cases
 
 @pytest.mark.parametrize("dtype", DTYPES)

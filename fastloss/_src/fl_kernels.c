@@ -23,26 +23,34 @@
 #define FL_HAVE_X86_VARIANTS 0
 #endif
 
+/* FL_VEC_BYTES: the ISA's vector register width, for the code written with vector types
+ * (the row spreads of fl_softmax_ce.inc) */
 #define FL_ISA baseline
 #define FL_TARGET
+#define FL_VEC_BYTES 16
 #include "fl_isa_variant.inc"
 #undef FL_ISA
 #undef FL_TARGET
+#undef FL_VEC_BYTES
 
 #if FL_HAVE_X86_VARIANTS
 #define FL_ISA avx2
 #define FL_TARGET __attribute__((target("arch=x86-64-v3")))
+#define FL_VEC_BYTES 32
 #include "fl_isa_variant.inc"
 #undef FL_ISA
 #undef FL_TARGET
+#undef FL_VEC_BYTES
 
 /* gcc's default tuning keeps AVX-512 code to 256-bit vectors; the kernels are streaming
  * loops that gain from the full width. */
 #define FL_ISA avx512
 #define FL_TARGET __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
+#define FL_VEC_BYTES 64
 #include "fl_isa_variant.inc"
 #undef FL_ISA
 #undef FL_TARGET
+#undef FL_VEC_BYTES
 #endif
 
 static const fl_kernel_table *const fl_tables[FL_ISA_COUNT] = {

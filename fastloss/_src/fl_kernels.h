@@ -129,6 +129,11 @@ typedef enum {
 typedef void (*fl_math_f32_fn)(const float *x, float *y, int64_t n);
 typedef void (*fl_math_f64_fn)(const double *x, double *y, int64_t n);
 
+/* The class-index check (fl_class_targets.inc): the first position whose target is neither
+ * ignore_index nor in [0, n_classes), or -1; *n_ignored counts the ignored targets before it. */
+typedef int64_t (*fl_check_targets_fn)(const int64_t *target, int64_t n, int64_t n_classes,
+                                       int64_t ignore_index, int64_t *n_ignored);
+
 /* One table per compiled instruction set. */
 typedef struct {
     const char *isa;
@@ -141,6 +146,7 @@ typedef struct {
     fl_block_fn huber_f32, huber_f64;
     fl_block_fn sigmoid_focal_f32, sigmoid_focal_f64;
     fl_block_fn softmax_focal_f32, softmax_focal_f64;
+    fl_check_targets_fn check_targets;
 } fl_kernel_table;
 
 /* Instruction-set levels, lowest first. On non-x86 builds only FL_ISA_BASELINE exists. */
