@@ -126,6 +126,16 @@ def test_kernel_releases_the_gil(case):
     assert passed, f"the heartbeat stopped during the kernel: {rounds}"
 
 
+def _run_in_threads(work, n_threads):
+    """work(0), ..., work(n_threads - 1), each on a thread of its own; fails if one hangs."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+
+
 def _intervals_overlap(intervals):
     """Total time during which two or more of the [start, end] intervals are open."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
@@ -169,12 +179,7 @@ def test_four_threads_on_different_data(case, record_property):
         except BaseException as error:  # reported by the main thread
             errors.append(error)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
+    _run_in_threads(work, 4)
     assert not errors, errors
     for result, want, out in zip(results, expected, outs):
         assert result.grad is out
@@ -227,11 +232,6 @@ def test_shared_read_only_inputs(case):
         except BaseException as error:
             failures.append(error)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
+    _run_in_threads(work, 4)
     assert not failures, failures
     assert [a.tobytes() for a in args] == saved
