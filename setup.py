@@ -86,7 +86,30 @@ def _c_string(text):
 
 
 class BuildExt(build_ext):
-    """build_ext that decides OpenMP from a probe of the actual compiler."""
+    """build_ext that decides OpenMP from a probe of the actual compiler, and leaves a copy of
+    the compiled module in the source tree."""
+
+    def run(self):
+        super().run()
+        if not self.inplace:
+            self._copy_into_source_tree()
+
+    def _copy_into_source_tree(self):
+        """Copy the compiled module next to the sources, as ``--inplace`` would.
+
+        ``python -m fastloss.bench`` typed in the repository root (the README's main command)
+        imports the source package in the root, which shadows the installed one: Python puts
+        the current directory first on sys.path. With the module copied here by the same
+        ``pip install .`` that installed it, that import is complete and runs the same code
+        (pip builds in the source tree). A read-only tree only loses this convenience: the
+        installed package is unaffected, and fastloss/__init__.py then says what to do.
+        """
+        try:
+            self.copy_extensions_to_source()
+        except OSError as error:  # pragma: no cover - e.g. a read-only checkout
+            warnings.warn(f"fastloss: could not copy the compiled module into the source tree "
+                          f"({error}); run Python outside it to use the installed fastloss",
+                          stacklevel=1)
 
     def build_extensions(self):
         compiler = self.compiler

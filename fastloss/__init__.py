@@ -5,7 +5,28 @@ the docstring of each function for the maths; ``fastloss.reference`` holds the p
 implementations the kernels are tested against.
 """
 
-from . import _kernels
+def _import_kernels():
+    """The compiled module, or one clear ImportError when this is an unbuilt source tree
+    (rather than a circular-import traceback: see setup.py, BuildExt._copy_into_source_tree)."""
+    import glob
+    import os
+
+    try:
+        from . import _kernels
+    except ImportError:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if glob.glob(os.path.join(here, "_kernels*.so")) + glob.glob(os.path.join(here, "_kernels*.pyd")):
+            raise  # built but broken: the original error says why
+        raise ImportError(
+            f"fastloss is being imported from its source tree ({here}), where its compiled "
+            f"kernels are not built: run `pip install .` in {os.path.dirname(here)} (it builds "
+            f"them there too), or run Python from another directory to use an installed fastloss"
+        ) from None
+    return _kernels
+
+
+_kernels = _import_kernels()
+
 from ._api import LossResult, softmax_cross_entropy
 from ._api import (
     binary_cross_entropy_with_logits,

@@ -100,6 +100,7 @@ def softmax_cross_entropy(
         indices = check.class_indices(target_array, "target", n_samples)
         probabilities = None
     elif target_array.ndim == 2:
+        check.reject_index_column(target_array, "target", n_samples)
         if target_array.dtype.kind not in "f":
             raise TypeError(
                 "a 2-D target holds class probabilities and must have a floating dtype, got "

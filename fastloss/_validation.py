@@ -132,9 +132,19 @@ def float_target(target, name: str, dtype: np.dtype, shape: tuple) -> np.ndarray
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def reject_index_column(array: np.ndarray, name: str, n_samples: int) -> None:
+    """An integer (N, 1) target next to 2-D logits is a column of class indices (as a
+    scikit-learn user may pass y[:, None]): say how to pass it, rather than a shape or dtype
+    error about probabilities."""
+    if array.ndim == 2 and array.shape == (n_samples, 1) and array.dtype.kind in "iu":
+        raise ValueError(f"{name} has shape {array.shape}, a column of class indices; class "
+                         f"indices are 1-D: pass {name}.ravel() (shape ({n_samples},))")
+
+
 def class_indices(target, name: str, n_samples: int) -> np.ndarray:
     """Integer class indices of shape (n_samples,), as a C-contiguous int64 array."""
     array = np.asarray(target)
+    reject_index_column(array, name, n_samples)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name} holds class indices and must have an integer dtype, "
                         f"got dtype {array.dtype}")

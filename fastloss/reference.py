@@ -77,6 +77,7 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
     if target_array.ndim == 1:
         y = check.class_indices(target_array, "target", n)
     elif target_array.ndim == 2:
+        check.reject_index_column(target_array, "target", n)
         if target_array.dtype.kind != "f":
             raise TypeError("a 2-D target holds class probabilities and must have a floating "
                             f"dtype, got dtype {target_array.dtype}")

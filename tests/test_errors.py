@@ -128,6 +128,28 @@ def test_class_index_target_shape(case, shape):
     expect_error(case, ValueError, ["target"], args, kwargs)
 
 
+@pytest.mark.parametrize("case", CLASS_CASES)
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32, np.uint8], ids=str)
+def test_class_index_column_says_to_ravel(case, index_dtype):
+    """An (N, 1) integer target (y[:, None]) is a ValueError that says to pass target.ravel()."""
+    args, kwargs = valid_call(case)
+    n_samples = args[0].shape[0]
+    args[1] = np.asarray(args[1]).astype(index_dtype).reshape(n_samples, 1)
+    message = expect_error(case, ValueError, ["target", "target.ravel()"], args, kwargs)
+    assert str((n_samples, 1)) in message
+
+
+@pytest.mark.parametrize("case", CLASS_CASES)
+def test_integer_target_of_the_logits_shape_stays_a_type_error(case):
+    """(N, C) integers are not class indices: a probability target must be floating (the
+    softmax CE) or the shape is wrong (softmax focal); the (N, 1) hint does not apply."""
+    args, kwargs = valid_call(case)
+    args[1] = np.ones(args[0].shape, dtype=np.int64)
+    error = TypeError if case.name == "softmax_cross_entropy" else ValueError
+    message = expect_error(case, error, ["target"], args, kwargs)
+    assert "ravel" not in message
+
+
 FLOAT_TARGET_CASES = [p for p in CASES if not p.values[0].class_index
                       or p.values[0].name == "softmax_cross_entropy"]
 
