@@ -148,6 +148,27 @@ class BuildExt(build_ext):
 
 
 
+def render_generated_sources():
+    """fastloss/_src/fl_elementwise_list.h from the loss table (fastloss/_table.py), written
+    only when its text changes (so an unchanged table does not force a rebuild). Generated
+    files are never committed; the sdist ships the table that makes them."""
+    import runpy
+
+    table = runpy.run_path(os.path.join("fastloss", "_table.py"))
+    path = os.path.join("fastloss", "_src", "fl_elementwise_list.h")
+    text = table["kernel_list_header"]()
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+render_generated_sources()
+
 extensions = [
     Extension(
         "fastloss._kernels",

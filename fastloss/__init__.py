@@ -27,25 +27,24 @@ def _import_kernels():
 
 _kernels = _import_kernels()
 
-from ._api import LossResult, softmax_cross_entropy
-from ._api import (
-    binary_cross_entropy_with_logits,
-    huber,
-    sigmoid_focal,
-    smooth_l1,
-    softmax_focal,
-)
+from ._api import LossGradHess, LossResult, softmax_cross_entropy, softmax_focal
+from ._elementwise import FUNCTIONS as _ELEMENTWISE_FUNCTIONS
+from ._elementwise import gaussian_kl, l1_penalty, l2_penalty
+
+# the element-wise losses of the loss table (fastloss/_table.py), each a function made there
+globals().update(_ELEMENTWISE_FUNCTIONS)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LossResult",
+    "LossGradHess",
     "softmax_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "huber",
-    "smooth_l1",
-    "sigmoid_focal",
     "softmax_focal",
+    *_ELEMENTWISE_FUNCTIONS,
+    "gaussian_kl",
+    "l1_penalty",
+    "l2_penalty",
     "openmp_enabled",
     "show_config",
     "simd_level",

@@ -1,5 +1,8 @@
 """The public loss functions: validate, allocate, call the kernel, reduce.
 
+The class-axis losses (softmax cross-entropy, softmax focal); the element-wise ones are made
+from the loss table (fastloss/_table.py, fastloss/_elementwise.py).
+
 Each function returns ``LossResult(loss, grad)``. The maths of each loss is in its C kernel
 (fastloss/_src/fl_*.inc) and in its docstring here; fastloss.reference holds independent
 NumPy implementations with the same signatures.
@@ -8,21 +11,13 @@ NumPy implementations with the same signatures.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Union
+from typing import Union
 
 import numpy as np
 
 from . import _kernels
 from . import _validation as check
-
-
-class LossResult(NamedTuple):
-    """``(loss, grad)``: loss is a float for "mean"/"sum" and an ndarray for "none"; grad is
-    the derivative of the returned loss (of ``loss.sum()`` for "none"), or None."""
-
-    loss: Union[float, np.ndarray]
-    grad: Optional[np.ndarray]
-
+from ._results import LossGradHess, LossResult  # noqa: F401 (re-exported)
 
 _kernels._set_result_type(LossResult)
 
@@ -138,264 +133,7 @@ def softmax_cross_entropy(
     return LossResult(_reduce(total, denominator, reduction, loss_out), grad)
 
 
-# ===================================================================== element-wise losses
-
-def _elementwise_setup(input, target, name, reduction, compute_grad, out, n_threads):
-    """The checks every element-wise loss shares: (input, target converted to its dtype,
-    reduction, compute_grad, threads). `out` is checked by the caller, which knows what
-    else it must not overlap."""
-    input = check.float_input(input, name)
-    reduction = check.reduction(reduction)
-    compute_grad = check.grad_request(compute_grad, out)
-    threads = check.n_threads(n_threads)
-    target_array = check.float_target(target, "target", input.dtype, input.shape)
-    return input, target_array, reduction, compute_grad, threads
-
-
-def _elementwise_buffers(input, out, compute_grad, reduction):
-    """(contiguous input, gradient buffer or None, per-element loss buffer or None, grad_scale)."""
-    # (np.ascontiguousarray would turn a 0-d input into shape (1,))
-    x = input if input.flags.c_contiguous else np.ascontiguousarray(input)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
-    grad_scale = 1.0
-    if reduction == "mean":
-        grad_scale = 1.0 / x.size if x.size else math.nan
-    return x, grad, loss_out, grad_scale
-
-
-def _periodic(weight_and_period, n_elements: int):
-    """A periodic weight buffer as the kernels read it (fl_kernels.h): the period repeated
-    up to period + ELEMENTWISE_CHUNK entries when it is shorter than the input."""
-    if weight_and_period is None:
-        return None, 1
-    values, period = weight_and_period
-    if period < n_elements:
-        values = np.resize(values, period + _kernels.ELEMENTWISE_CHUNK)
-    return values, period
-
-
-def binary_cross_entropy_with_logits(
-    logits,
-    target,
-    *,
-    weight=None,
-    pos_weight=None,
-    reduction="mean",
-    compute_grad=True,
-    out=None,
-    n_threads=None,
-) -> LossResult:
-    r"""Binary cross-entropy on logits and its gradient with respect to the logits.
-
-    Semantics of ``torch.nn.functional.binary_cross_entropy_with_logits``.
-
-    Parameters
-    ----------
-    logits : ndarray of any shape, float32 or float64
-    target : array of the same shape, values in [0, 1] (soft targets allowed; any real
-        dtype, converted to logits' dtype; values are not checked)
-    weight : array broadcastable to logits' shape, optional
-        Per-element factor w (all 1 when None).
-    pos_weight : array broadcastable to logits' shape, optional
-        Factor p of the positive term, usually one per class along the last axis (all 1
-        when None).
-    reduction : "mean" | "sum" | "none"
-        "mean" divides the sum of the weighted element losses by the number of elements.
-    compute_grad, out, n_threads : see the README ("Arguments every loss takes").
-
-    Maths
-    -----
-    Per element, with sigma the logistic function and softplus(z) = log(1 + exp(z)),
-
-        loss = w [ p t softplus(-x) + (1 - t) softplus(x) ]
-             = -w [ p t log sigma(x) + (1 - t) log(1 - sigma(x)) ]
-        dloss/dx = w [ (1 - t) sigma(x) - p t sigma(-x) ]     (= w (sigma(x) - t) for p = 1)
-
-    Stable form: with e = exp(-|x|), which never overflows, and a = w (1 - t), b = w p t,
-
-        loss = a max(x, 0) + b max(-x, 0) + (a + b) log1p(e)
-        dloss/dx = (P - M) / (1 + e),  P = a (x >= 0 ? 1 : e),  M = b (x >= 0 ? e : 1)
-
-    so the gradient keeps its digits where sigma(x) rounds to 1 (no sigma(x) - t
-    cancellation), and logits of any finite magnitude give finite results.
-
-    Weights are not copied to the input's shape when they vary only along trailing axes of
-    the input (a scalar, a last-axis (C,) vector, the full shape): the kernel indexes them
-    periodically. Other broadcasts (e.g. a per-row (N, 1) weight) are expanded once.
-    """
-    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_BCE, logits, target, weight,
-                                       pos_weight, reduction, compute_grad, out, n_threads)
-    if result is not None:  # plain arrays without weights: the checks done in C
-        return result
-    logits, target_array, reduction, compute_grad, threads = _elementwise_setup(
-        logits, target, "logits", reduction, compute_grad, out, n_threads)
-    weight_values = check.broadcast_weight(weight, "weight", logits.shape, logits.dtype)
-    pos_values = check.broadcast_weight(pos_weight, "pos_weight", logits.shape, logits.dtype)
-    out = check.out_array(out, logits, {"target": target, "weight": weight,
-                                        "pos_weight": pos_weight})
-
-    # -------- nothing has been written up to here; from here on the call cannot fail
-    x, grad, loss_out, grad_scale = _elementwise_buffers(logits, out, compute_grad, reduction)
-    weight_buffer, weight_period = _periodic(weight_values, x.size)
-    pos_buffer, pos_period = _periodic(pos_values, x.size)
-    total = _kernels.binary_cross_entropy_with_logits(
-        x, target_array, weight_buffer, weight_period, pos_buffer, pos_period, grad_scale,
-        grad, loss_out, threads)
-    return LossResult(_reduce(total, x.size, reduction, loss_out), grad)
-
-
-def _huber_family(input, target, threshold, loss_scale, reduction, compute_grad, out,
-                  n_threads) -> LossResult:
-    input, target_array, reduction, compute_grad, threads = _elementwise_setup(
-        input, target, "input", reduction, compute_grad, out, n_threads)
-    out = check.out_array(out, input, {"target": target})
-    x, grad, loss_out, grad_scale = _elementwise_buffers(input, out, compute_grad, reduction)
-    total = _kernels.huber(x, target_array, threshold, loss_scale, grad_scale, grad, loss_out,
-                           threads)
-    return LossResult(_reduce(total, x.size, reduction, loss_out), grad)
-
-
-def huber(
-    input,
-    target,
-    *,
-    delta=1.0,
-    reduction="mean",
-    compute_grad=True,
-    out=None,
-    n_threads=None,
-) -> LossResult:
-    r"""Huber loss and its gradient with respect to the input.
-
-    Semantics of ``torch.nn.functional.huber_loss``.
-
-    Parameters
-    ----------
-    input : ndarray of any shape, float32 or float64
-    target : array of the same shape (any real dtype, converted to input's dtype)
-    delta : float > 0
-        Where the loss turns from quadratic to linear.
-    reduction : "mean" | "sum" | "none" ("mean" divides by the number of elements)
-    compute_grad, out, n_threads : see the README ("Arguments every loss takes").
-
-    Maths
-    -----
-    With d = input - target and c = min(|d|, delta),
-
-        loss = c (|d| - c / 2)      = d^2 / 2                  for |d| < delta
-                                    = delta (|d| - delta / 2)  for |d| >= delta
-        dloss/d input = clamp(d, -delta, delta)
-
-    Both pieces and their derivatives agree at |d| = delta. No transcendental functions;
-    the kernel runs at memory speed.
-    """
-    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_HUBER, input, target, delta, None,
-                                       reduction, compute_grad, out, n_threads)
-    if result is not None:  # plain arrays and options: the checks done in C
-        return result
-    delta = check.real_scalar(delta, "delta", low=0.0, low_open=True)
-    return _huber_family(input, target, delta, 1.0, reduction, compute_grad, out, n_threads)
-
-
-def smooth_l1(
-    input,
-    target,
-    *,
-    beta=1.0,
-    reduction="mean",
-    compute_grad=True,
-    out=None,
-    n_threads=None,
-) -> LossResult:
-    r"""Smooth L1 loss and its gradient with respect to the input.
-
-    Semantics of ``torch.nn.functional.smooth_l1_loss`` (beta > 0).
-
-    Parameters
-    ----------
-    input : ndarray of any shape, float32 or float64
-    target : array of the same shape (any real dtype, converted to input's dtype)
-    beta : float > 0
-    reduction : "mean" | "sum" | "none" ("mean" divides by the number of elements)
-    compute_grad, out, n_threads : see the README ("Arguments every loss takes").
-
-    Maths
-    -----
-    Smooth L1 is the Huber loss with delta = beta, divided by beta. With d = input - target,
-
-        loss = d^2 / (2 beta)   for |d| < beta,     |d| - beta / 2   for |d| >= beta
-        dloss/d input = clamp(d, -beta, beta) / beta  (= d / beta inside, sign(d) outside)
-
-    It is computed by the Huber kernel with delta = beta and a factor 1 / beta.
-    """
-    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_SMOOTH_L1, input, target, beta,
-                                       None, reduction, compute_grad, out, n_threads)
-    if result is not None:  # plain arrays and options: the checks done in C
-        return result
-    beta = check.real_scalar(beta, "beta", low=0.0, low_open=True)
-    return _huber_family(input, target, beta, 1.0 / beta, reduction, compute_grad, out,
-                         n_threads)
-
-
-def sigmoid_focal(
-    logits,
-    target,
-    *,
-    alpha=0.25,
-    gamma=2.0,
-    reduction="mean",
-    compute_grad=True,
-    out=None,
-    n_threads=None,
-) -> LossResult:
-    r"""Sigmoid focal loss (Lin et al., 2017) and its gradient with respect to the logits.
-
-    Semantics of ``torchvision.ops.sigmoid_focal_loss``, whose default reduction is "none";
-    here it is "mean" (over all elements).
-
-    Parameters
-    ----------
-    logits : ndarray of any shape, float32 or float64
-    target : array of the same shape, values in [0, 1] (any real dtype, converted)
-    alpha : float
-        Weight of the positive class; alpha < 0 turns the alpha factor off.
-    gamma : float >= 0
-        Focusing exponent; 0, 1 and 2 are evaluated without a power function.
-    reduction : "mean" | "sum" | "none"
-    compute_grad, out, n_threads : see the README ("Arguments every loss takes").
-
-    Maths
-    -----
-    With p = sigma(x), ce = -t log p - (1 - t) log(1 - p) (BCE with logits),
-    q = 1 - p_t = p (1 - t) + (1 - p) t and alpha_t = alpha t + (1 - alpha)(1 - t)
-    (alpha_t = 1 when alpha < 0):
-
-        loss = alpha_t ce q^gamma
-        dloss/dx = alpha_t q^gamma [ (p - t) + gamma ce (1 - 2t) p (1 - p) / q ]
-
-    using dq/dx = (1 - 2t) p (1 - p). The ratio r = p (1 - p) / q lies in [0, 1] and tends
-    to max(p, 1 - p) where q -> 0, so the gradient is finite for every gamma >= 0, including
-    gamma < 1 where torchvision's q^(gamma - 1) p (1 - p) evaluates to 0 * inf = nan once q
-    rounds to 0: this function returns the true (finite) value there.
-
-    Stable form: with e = exp(-|x|), P = (1 - t) (x >= 0 ? 1 : e), M = t (x >= 0 ? e : 1):
-    p - t = (P - M) / (1 + e), q = (P + M) / (1 + e), r = e / ((1 + e)(P + M)) and
-    ce = (1 - t) max(x, 0) + t max(-x, 0) + log1p(e): no cancellation for any finite x.
-    """
-    result = _kernels.elementwise_fast(_kernels.ELEMENTWISE_SIGMOID_FOCAL, logits, target,
-                                       alpha, gamma, reduction, compute_grad, out, n_threads)
-    if result is not None:  # plain arrays and options: the checks done in C
-        return result
-    alpha = check.real_scalar(alpha, "alpha")
-    gamma = check.real_scalar(gamma, "gamma", low=0.0)
-    logits, target_array, reduction, compute_grad, threads = _elementwise_setup(
-        logits, target, "logits", reduction, compute_grad, out, n_threads)
-    out = check.out_array(out, logits, {"target": target})
-    x, grad, loss_out, grad_scale = _elementwise_buffers(logits, out, compute_grad, reduction)
-    total = _kernels.sigmoid_focal(x, target_array, alpha, gamma, grad_scale, grad, loss_out,
-                                   threads)
-    return LossResult(_reduce(total, x.size, reduction, loss_out), grad)
+# The element-wise losses are made from the loss table: fastloss/_elementwise.py.
 
 
 # ========================================================================= softmax focal

@@ -109,63 +109,80 @@ cdef extern from "fl_kernels.h" nogil:
     # ---- the element-wise losses and softmax focal
     int FL_ELEMENTWISE_CHUNK
 
-    ctypedef struct fl_bce_args_f32:
-        const float *logits
-        const float *target
-        const float *weight
-        const float *pos_weight
-        float *grad
-        float *loss_out
-        int64_t weight_period
-        int64_t pos_weight_period
-        double grad_scale
+    int FL_ELEMENTWISE_COUNT
+    int FL_ELEMENTWISE_SCALARS
 
-    ctypedef struct fl_bce_args_f64:
-        const double *logits
-        const double *target
-        const double *weight
-        const double *pos_weight
-        double *grad
-        double *loss_out
-        int64_t weight_period
-        int64_t pos_weight_period
-        double grad_scale
-
-    ctypedef struct fl_huber_args_f32:
+    ctypedef struct fl_elementwise_args_f32:
         const float *input
         const float *target
+        const float *weight
+        const float *param
         float *grad
+        float *hess
         float *loss_out
-        double delta
-        double loss_scale
+        int64_t weight_period
+        int64_t param_period
+        double scalar[4]
         double grad_scale
 
-    ctypedef struct fl_huber_args_f64:
+    ctypedef struct fl_elementwise_args_f64:
         const double *input
         const double *target
+        const double *weight
+        const double *param
         double *grad
+        double *hess
         double *loss_out
-        double delta
-        double loss_scale
+        int64_t weight_period
+        int64_t param_period
+        double scalar[4]
         double grad_scale
 
-    ctypedef struct fl_sigmoid_focal_args_f32:
-        const float *logits
-        const float *target
+    ctypedef struct fl_penalty_args_f32:
+        const float *params
         float *grad
+        double strength
+        int squared
+        int accumulate
+
+    ctypedef struct fl_penalty_args_f64:
+        const double *params
+        double *grad
+        double strength
+        int squared
+        int accumulate
+
+    ctypedef struct fl_gaussian_kl_args_f32:
+        const float *mean
+        const float *log_var
+        float *grad_mean
+        float *grad_log_var
+        float *hess_mean
+        float *hess_log_var
         float *loss_out
-        double alpha
-        double gamma
+        int64_t n_cols
         double grad_scale
 
-    ctypedef struct fl_sigmoid_focal_args_f64:
-        const double *logits
-        const double *target
-        double *grad
+    ctypedef struct fl_gaussian_kl_args_f64:
+        const double *mean
+        const double *log_var
+        double *grad_mean
+        double *grad_log_var
+        double *hess_mean
+        double *hess_log_var
         double *loss_out
-        double alpha
-        double gamma
+        int64_t n_cols
         double grad_scale
+
+    ctypedef struct fl_range_args_f32:
+        const float *values
+        double low
+        double high
+
+    ctypedef struct fl_range_args_f64:
+        const double *values
+        double low
+        double high
 
     ctypedef struct fl_softmax_focal_args_f32:
         const float *logits
@@ -196,14 +213,16 @@ cdef extern from "fl_kernels.h" nogil:
         const char *isa
         fl_block_fn softmax_ce_f32
         fl_block_fn softmax_ce_f64
-        fl_math_f32_fn math_f32[8]
-        fl_math_f64_fn math_f64[8]
-        fl_block_fn bce_f32
-        fl_block_fn bce_f64
-        fl_block_fn huber_f32
-        fl_block_fn huber_f64
-        fl_block_fn sigmoid_focal_f32
-        fl_block_fn sigmoid_focal_f64
+        fl_math_f32_fn math_f32[10]
+        fl_math_f64_fn math_f64[10]
+        fl_block_fn elementwise_f32[17]
+        fl_block_fn elementwise_f64[17]
+        fl_block_fn penalty_f32
+        fl_block_fn penalty_f64
+        fl_block_fn gaussian_kl_f32
+        fl_block_fn gaussian_kl_f64
+        fl_block_fn count_outside_f32
+        fl_block_fn count_outside_f64
         fl_block_fn softmax_focal_f32
         fl_block_fn softmax_focal_f64
         fl_check_targets_fn check_targets
@@ -266,7 +285,7 @@ if hasattr(_os, "register_at_fork"):
 
 # in the order of fl_math_fn (fl_kernels.h)
 MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid",
-                  "log1p_unit", "exp_neg")
+                  "log1p_unit", "exp_neg", "expm1_neg")
 
 
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
@@ -410,101 +429,159 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
 ELEMENTWISE_CHUNK = FL_ELEMENTWISE_CHUNK
 
 
-def binary_cross_entropy_with_logits(cnp.ndarray logits, cnp.ndarray target,
-                                     cnp.ndarray weight, int64_t weight_period,
-                                     cnp.ndarray pos_weight, int64_t pos_weight_period,
-                                     double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out,
-                                     int n_threads):
-    """weight / pos_weight: None, or periodic buffers of logits' dtype (fl_kernels.h)."""
-    cdef fl_bce_args_f32 args32
-    cdef fl_bce_args_f64 args64
-    cdef const void *args
-    cdef fl_block_fn fn
-    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
-        args32.logits = <const float *>cnp.PyArray_DATA(logits)
-        args32.target = <const float *>cnp.PyArray_DATA(target)
-        args32.weight = <const float *>data_or_null(weight)
-        args32.pos_weight = <const float *>data_or_null(pos_weight)
-        args32.grad = <float *>data_or_null(grad)
-        args32.loss_out = <float *>data_or_null(loss_out)
-        args32.weight_period = weight_period
-        args32.pos_weight_period = pos_weight_period
-        args32.grad_scale = grad_scale
-        args = &args32
-        fn = fl_kernels().bce_f32
-    else:
-        args64.logits = <const double *>cnp.PyArray_DATA(logits)
-        args64.target = <const double *>cnp.PyArray_DATA(target)
-        args64.weight = <const double *>data_or_null(weight)
-        args64.pos_weight = <const double *>data_or_null(pos_weight)
-        args64.grad = <double *>data_or_null(grad)
-        args64.loss_out = <double *>data_or_null(loss_out)
-        args64.weight_period = weight_period
-        args64.pos_weight_period = pos_weight_period
-        args64.grad_scale = grad_scale
-        args = &args64
-        fn = fl_kernels().bce_f64
-    return run_blocks(fn, args, cnp.PyArray_SIZE(logits), BLOCK_ELEMENTS, 1, n_threads)
+ELEMENTWISE_KERNEL_COUNT = FL_ELEMENTWISE_COUNT
 
 
-def huber(cnp.ndarray input, cnp.ndarray target, double delta, double loss_scale,
-          double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
-    """Huber with threshold delta, times loss_scale (smooth L1: delta = beta, 1 / beta)."""
-    cdef fl_huber_args_f32 args32
-    cdef fl_huber_args_f64 args64
+cdef double run_elementwise(int kind, cnp.ndarray input, cnp.ndarray target,
+                            cnp.ndarray weight, int64_t weight_period, cnp.ndarray param,
+                            int64_t param_period, const double *scalars, int n_scalars,
+                            double grad_scale, cnp.ndarray grad, cnp.ndarray hess,
+                            cnp.ndarray loss_out, int n_threads) except? -1.0:
+    cdef fl_elementwise_args_f32 args32
+    cdef fl_elementwise_args_f64 args64
     cdef const void *args
     cdef fl_block_fn fn
+    cdef int i
     if cnp.PyArray_TYPE(input) == cnp.NPY_FLOAT:
         args32.input = <const float *>cnp.PyArray_DATA(input)
         args32.target = <const float *>cnp.PyArray_DATA(target)
+        args32.weight = <const float *>data_or_null(weight)
+        args32.param = <const float *>data_or_null(param)
         args32.grad = <float *>data_or_null(grad)
+        args32.hess = <float *>data_or_null(hess)
         args32.loss_out = <float *>data_or_null(loss_out)
-        args32.delta = delta
-        args32.loss_scale = loss_scale
+        args32.weight_period = weight_period
+        args32.param_period = param_period
+        for i in range(FL_ELEMENTWISE_SCALARS):
+            args32.scalar[i] = scalars[i] if i < n_scalars else 0.0
         args32.grad_scale = grad_scale
         args = &args32
-        fn = fl_kernels().huber_f32
+        fn = fl_kernels().elementwise_f32[kind]
     else:
         args64.input = <const double *>cnp.PyArray_DATA(input)
         args64.target = <const double *>cnp.PyArray_DATA(target)
+        args64.weight = <const double *>data_or_null(weight)
+        args64.param = <const double *>data_or_null(param)
         args64.grad = <double *>data_or_null(grad)
+        args64.hess = <double *>data_or_null(hess)
         args64.loss_out = <double *>data_or_null(loss_out)
-        args64.delta = delta
-        args64.loss_scale = loss_scale
+        args64.weight_period = weight_period
+        args64.param_period = param_period
+        for i in range(FL_ELEMENTWISE_SCALARS):
+            args64.scalar[i] = scalars[i] if i < n_scalars else 0.0
         args64.grad_scale = grad_scale
         args = &args64
-        fn = fl_kernels().huber_f64
+        fn = fl_kernels().elementwise_f64[kind]
     return run_blocks(fn, args, cnp.PyArray_SIZE(input), BLOCK_ELEMENTS, 1, n_threads)
 
 
-def sigmoid_focal(cnp.ndarray logits, cnp.ndarray target, double alpha, double gamma,
-                  double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
-    """torchvision's sigmoid focal loss; alpha < 0 turns the alpha factor off."""
-    cdef fl_sigmoid_focal_args_f32 args32
-    cdef fl_sigmoid_focal_args_f64 args64
+def elementwise(int kind, cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight,
+                int64_t weight_period, cnp.ndarray param, int64_t param_period, tuple scalars,
+                double grad_scale, cnp.ndarray grad, cnp.ndarray hess, cnp.ndarray loss_out,
+                int n_threads):
+    """Sum of the element losses of kernel `kind` (fastloss._table.KERNELS order); writes
+    grad and hess (times grad_scale and the weight) and loss_out where not None.
+
+    input, target, grad, hess, loss_out: C-contiguous, of input's dtype and size; weight and
+    param: None or periodic buffers (fl_kernels.h) with their periods; scalars: at most
+    FL_ELEMENTWISE_SCALARS floats. All validated by the caller (fastloss/_elementwise.py).
+    """
+    cdef double values[4]
+    cdef int i, n = len(scalars)
+    if not 0 <= kind < FL_ELEMENTWISE_COUNT or n > FL_ELEMENTWISE_SCALARS:
+        raise ValueError("no such element-wise kernel")
+    for i in range(n):
+        values[i] = scalars[i]
+    return run_elementwise(kind, input, target, weight, weight_period, param, param_period,
+                           values, n, grad_scale, grad, hess, loss_out, n_threads)
+
+
+def penalty(cnp.ndarray params, cnp.ndarray grad, double strength, bint squared,
+            bint accumulate, int n_threads):
+    """Sum of |w| (squared: w^2) in double; grad gets strength sign(w) (2 strength w),
+    written or added (accumulate). params and grad C-contiguous of one dtype."""
+    cdef fl_penalty_args_f32 args32
+    cdef fl_penalty_args_f64 args64
     cdef const void *args
     cdef fl_block_fn fn
-    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
-        args32.logits = <const float *>cnp.PyArray_DATA(logits)
-        args32.target = <const float *>cnp.PyArray_DATA(target)
-        args32.grad = <float *>data_or_null(grad)
+    if cnp.PyArray_TYPE(params) == cnp.NPY_FLOAT:
+        args32.params = <const float *>cnp.PyArray_DATA(params)
+        args32.grad = <float *>cnp.PyArray_DATA(grad)
+        args32.strength = strength
+        args32.squared = squared
+        args32.accumulate = accumulate
+        args = &args32
+        fn = fl_kernels().penalty_f32
+    else:
+        args64.params = <const double *>cnp.PyArray_DATA(params)
+        args64.grad = <double *>cnp.PyArray_DATA(grad)
+        args64.strength = strength
+        args64.squared = squared
+        args64.accumulate = accumulate
+        args = &args64
+        fn = fl_kernels().penalty_f64
+    return run_blocks(fn, args, cnp.PyArray_SIZE(params), BLOCK_ELEMENTS, 1, n_threads)
+
+
+def gaussian_kl(cnp.ndarray mean, cnp.ndarray log_var, double grad_scale,
+                cnp.ndarray grad_mean, cnp.ndarray grad_log_var, cnp.ndarray hess_mean,
+                cnp.ndarray hess_log_var, cnp.ndarray loss_out, int n_threads):
+    """Sum over rows of (N, D) of sum_d (m^2 + exp(v) - 1 - v) / 2; gradients and second
+    derivatives (both or neither of each pair) times grad_scale; loss_out (N,) or None."""
+    cdef fl_gaussian_kl_args_f32 args32
+    cdef fl_gaussian_kl_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    cdef int64_t n_rows = cnp.PyArray_DIM(mean, 0)
+    cdef int64_t n_cols = cnp.PyArray_DIM(mean, 1)
+    if cnp.PyArray_TYPE(mean) == cnp.NPY_FLOAT:
+        args32.mean = <const float *>cnp.PyArray_DATA(mean)
+        args32.log_var = <const float *>cnp.PyArray_DATA(log_var)
+        args32.grad_mean = <float *>data_or_null(grad_mean)
+        args32.grad_log_var = <float *>data_or_null(grad_log_var)
+        args32.hess_mean = <float *>data_or_null(hess_mean)
+        args32.hess_log_var = <float *>data_or_null(hess_log_var)
         args32.loss_out = <float *>data_or_null(loss_out)
-        args32.alpha = alpha
-        args32.gamma = gamma
+        args32.n_cols = n_cols
         args32.grad_scale = grad_scale
         args = &args32
-        fn = fl_kernels().sigmoid_focal_f32
+        fn = fl_kernels().gaussian_kl_f32
     else:
-        args64.logits = <const double *>cnp.PyArray_DATA(logits)
-        args64.target = <const double *>cnp.PyArray_DATA(target)
-        args64.grad = <double *>data_or_null(grad)
+        args64.mean = <const double *>cnp.PyArray_DATA(mean)
+        args64.log_var = <const double *>cnp.PyArray_DATA(log_var)
+        args64.grad_mean = <double *>data_or_null(grad_mean)
+        args64.grad_log_var = <double *>data_or_null(grad_log_var)
+        args64.hess_mean = <double *>data_or_null(hess_mean)
+        args64.hess_log_var = <double *>data_or_null(hess_log_var)
         args64.loss_out = <double *>data_or_null(loss_out)
-        args64.alpha = alpha
-        args64.gamma = gamma
+        args64.n_cols = n_cols
         args64.grad_scale = grad_scale
         args = &args64
-        fn = fl_kernels().sigmoid_focal_f64
-    return run_blocks(fn, args, cnp.PyArray_SIZE(logits), BLOCK_ELEMENTS, 1, n_threads)
+        fn = fl_kernels().gaussian_kl_f64
+    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_cols, 1)), n_cols,
+                      n_threads)
+
+
+def count_outside(cnp.ndarray values, double low, double high, int n_threads):
+    """How many elements of a C-contiguous float32/float64 array are not in [low, high]
+    (nan included)."""
+    cdef fl_range_args_f32 args32
+    cdef fl_range_args_f64 args64
+    cdef const void *args
+    cdef fl_block_fn fn
+    if cnp.PyArray_TYPE(values) == cnp.NPY_FLOAT:
+        args32.values = <const float *>cnp.PyArray_DATA(values)
+        args32.low = low
+        args32.high = high
+        args = &args32
+        fn = fl_kernels().count_outside_f32
+    else:
+        args64.values = <const double *>cnp.PyArray_DATA(values)
+        args64.low = low
+        args64.high = high
+        args = &args64
+        fn = fl_kernels().count_outside_f64
+    return int(run_blocks(fn, args, cnp.PyArray_SIZE(values), BLOCK_ELEMENTS, 1, n_threads))
 
 
 def softmax_focal(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray alpha,
@@ -787,18 +864,51 @@ cdef inline bint plain_out(object out, cnp.ndarray like, cnp.ndarray target):
             and disjoint(<cnp.ndarray>out, like) and disjoint(<cnp.ndarray>out, target))
 
 
-# kinds of elementwise_fast
-ELEMENTWISE_BCE = 0
-ELEMENTWISE_HUBER = 1
-ELEMENTWISE_SMOOTH_L1 = 2
-ELEMENTWISE_SIGMOID_FOCAL = 3
+# The domains of the checked scalars of each element-wise kernel (registered once by
+# fastloss/_elementwise.py from the loss table): (low, high, low_open, high_open) with nan
+# for an open-ended side.
+cdef double ew_low[32][4]
+cdef double ew_high[32][4]
+cdef int ew_low_open[32][4]
+cdef int ew_high_open[32][4]
+# the input's domain of each kernel ([low, high]; nan: none), checked by a pass over the input
+cdef double ew_input_low[32]
+cdef double ew_input_high[32]
+for _kind in range(32):
+    ew_input_low[_kind] = float("nan")
+    ew_input_high[_kind] = float("nan")
 
 
-def elementwise_fast(int kind, object input, object target, object first, object second,
+def _register_domains(int kind, list domains, input_domain=None):
+    """Domains of the first len(domains) scalars of `kind`, and the input's domain (low,
+    high) or None, for elementwise_fast."""
+    cdef int i
+    if not 0 <= kind < FL_ELEMENTWISE_COUNT or len(domains) > FL_ELEMENTWISE_SCALARS:
+        raise ValueError("no such element-wise kernel or too many scalars")
+    if input_domain is not None:
+        ew_input_low[kind], ew_input_high[kind] = input_domain
+    for i, (low, high, low_open, high_open) in enumerate(domains):
+        ew_low[kind][i] = float("nan") if low is None else low
+        ew_high[kind][i] = float("nan") if high is None else high
+        ew_low_open[kind][i] = low_open
+        ew_high_open[kind][i] = high_open
+
+
+cdef inline bint in_domain(int kind, int i, double v) noexcept:
+    cdef double low = ew_low[kind][i], high = ew_high[kind][i]
+    if low == low and (v < low or (ew_low_open[kind][i] and v == low)):
+        return False
+    if high == high and (v > high or (ew_high_open[kind][i] and v == high)):
+        return False
+    return True
+
+
+def elementwise_fast(int kind, object input, object target, tuple scalars, int n_checked,
                      object reduction, object compute_grad, object out, object n_threads):
-    """An element-wise loss for plain calls, or None. first, second: BCE weight and
-    pos_weight (both None here), Huber delta, smooth L1 beta, sigmoid focal alpha and gamma."""
-    if not cnp.PyArray_CheckExact(input):
+    """An element-wise loss for plain calls (no weight, no array parameter, no hessian), or
+    None. The first n_checked scalars are the loss's public real options, checked against
+    their registered domains; the rest were derived by the caller."""
+    if kind < 0 or not cnp.PyArray_CheckExact(input):
         return None
     cdef cnp.ndarray x = <cnp.ndarray>input
     cdef int type_num = cnp.PyArray_TYPE(x)
@@ -816,18 +926,18 @@ def elementwise_fast(int kind, object input, object target, object first, object
         return None
     if not plain_out(out, x, t):
         return None
-    cdef double a = 0.0, b = 0.0
-    if kind == ELEMENTWISE_BCE:
-        if first is not None or second is not None:
-            return None
-    elif kind == ELEMENTWISE_HUBER or kind == ELEMENTWISE_SMOOTH_L1:
-        if not plain_real(first, &a) or not a > 0.0:
-            return None
-    elif kind == ELEMENTWISE_SIGMOID_FOCAL:
-        if not plain_real(first, &a) or not plain_real(second, &b) or not b >= 0.0:
-            return None
-    else:
+    cdef double values[4]
+    cdef int i, n = len(scalars)
+    if n > FL_ELEMENTWISE_SCALARS:
         return None
+    for i in range(n):
+        if not plain_real(scalars[i], &values[i]):
+            return None
+        if i < n_checked and not in_domain(kind, i, values[i]):
+            return None
+    if ew_input_low[kind] == ew_input_low[kind] and count_outside(
+            x, ew_input_low[kind], ew_input_high[kind], threads) != 0:
+        return None   # outside the input's domain: the full path raises with its message
     cdef cnp.ndarray grad = None
     if compute_grad is True:
         grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
@@ -835,19 +945,12 @@ def elementwise_fast(int kind, object input, object target, object first, object
     cdef cnp.ndarray loss_out = None
     if code == 2:
         loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
-    cdef double n = <double>cnp.PyArray_SIZE(x)
-    cdef double scale = 1.0 / n if code == 0 else 1.0
-    if kind == ELEMENTWISE_BCE:
-        total = binary_cross_entropy_with_logits(x, t, None, 1, None, 1, scale, grad, loss_out,
-                                                 threads)
-    elif kind == ELEMENTWISE_HUBER:
-        total = huber(x, t, a, 1.0, scale, grad, loss_out, threads)
-    elif kind == ELEMENTWISE_SMOOTH_L1:
-        total = huber(x, t, a, 1.0 / a, scale, grad, loss_out, threads)
-    else:
-        total = sigmoid_focal(x, t, a, b, scale, grad, loss_out, threads)
+    cdef double size = <double>cnp.PyArray_SIZE(x)
+    cdef double scale = 1.0 / size if code == 0 else 1.0
+    total = run_elementwise(kind, x, t, None, 1, None, 1, values, n, scale, grad, None,
+                            loss_out, threads)
     if code == 0:
-        loss = total / n
+        loss = total / size
     elif code == 1:
         loss = total
     else:

@@ -57,10 +57,47 @@ def class_logits(array, name: str = "logits"):
     return array, n_samples, n_classes
 
 
-def reduction(value) -> str:
-    if not isinstance(value, str) or value not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {value!r}")
+def reduction(value, allowed=REDUCTIONS) -> str:
+    """One of `allowed` ("batchmean" only for kl_div, whose row allows it)."""
+    if not isinstance(value, str) or value not in allowed:
+        if value == "batchmean":
+            raise ValueError("reduction 'batchmean' is only for kl_div; use 'mean', 'sum' or "
+                             "'none'")
+        names = ", ".join(repr(name) for name in allowed)
+        raise ValueError(f"reduction must be one of {names}, got {value!r}")
     return value
+
+
+def bool_option(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def hess_request(compute_hess, compute_grad: bool, hess_out) -> bool:
+    """compute_hess needs the gradient; hess_out needs compute_hess."""
+    if not isinstance(compute_hess, (bool, np.bool_)):
+        raise TypeError(f"compute_hess must be True or False, got {compute_hess!r}")
+    if compute_hess and not compute_grad:
+        raise ValueError("compute_hess=True needs the gradient: it cannot be combined with "
+                         "compute_grad=False")
+    if hess_out is not None and not compute_hess:
+        raise ValueError("hess_out was given without compute_hess=True")
+    return bool(compute_hess)
+
+
+def out_tuple(value, length: int, enabled: bool, name: str = "out") -> tuple:
+    """`out` of a loss with several differentiated inputs: None, or a tuple of `length`
+    entries, each an array or None. Returns the entries (None for each when not given)."""
+    if value is None:
+        return (None,) * length
+    if not enabled:
+        what = "compute_grad=False" if name == "out" else "compute_hess=False"
+        raise ValueError(f"{name} was given together with {what}")
+    if not isinstance(value, (tuple, list)) or len(value) != length:
+        raise ValueError(f"{name} must be None or a tuple of {length} entries (arrays or None), "
+                         f"one per differentiated input, got {_describe(value)}")
+    return tuple(value)
 
 
 def n_threads(value) -> int:
@@ -80,17 +117,19 @@ def n_threads(value) -> int:
     return min(count, MAX_THREADS)
 
 
-def real_scalar(value, name: str, *, low=None, high=None, low_open=False) -> float:
-    """A finite real number in [low, high] (or (low, high] with low_open)."""
+def real_scalar(value, name: str, *, low=None, high=None, low_open=False,
+                high_open=False) -> float:
+    """A finite real number in [low, high] ("(" / ")" where low_open / high_open)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     number = float(value)
     below = low is not None and (number <= low if low_open else number < low)
-    above = high is not None and number > high
+    above = high is not None and (number >= high if high_open else number > high)
     if math.isnan(number) or below or above:
         lo = "-inf" if low is None else low
         hi = "inf" if high is None else high
-        interval = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + ("]" if high is not None else ")")
+        interval = (("(" if low_open or low is None else "[") + f"{lo}, {hi}"
+                    + ("]" if high is not None and not high_open else ")"))
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return number
 
@@ -183,31 +222,33 @@ def class_weight(weight, name: str, n_classes: int, dtype: np.dtype) -> Optional
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def out_array(out, like: np.ndarray, inputs: dict) -> Optional[np.ndarray]:
+def out_array(out, like: np.ndarray, inputs: dict, name: str = "out") -> Optional[np.ndarray]:
     """`out` receives the gradient: same shape and dtype as `like` (the differentiated input),
     C-contiguous, writeable; it may be `like` itself (in place) but must not overlap any of
-    `inputs` (name -> array), nor overlap `like` other than being exactly it."""
+    `inputs` (name -> array), nor overlap `like` other than being exactly it. `name`: how
+    the messages call it (hess_out follows the same rules)."""
     if out is None:
         return None
     if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a numpy.ndarray or None, got {_describe(out)}")
+        raise ValueError(f"{name} must be a numpy.ndarray or None, got {_describe(out)}")
     if out.shape != like.shape or out.dtype != like.dtype:
-        raise ValueError(f"out must have shape {like.shape} and dtype {like.dtype} (those of "
+        raise ValueError(f"{name} must have shape {like.shape} and dtype {like.dtype} (those of "
                          f"the input), got shape {out.shape} and dtype {out.dtype}")
     if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
+        raise ValueError(f"{name} must be C-contiguous")
     if not out.flags.writeable:
-        raise ValueError("out must be writeable, got a read-only array")
+        raise ValueError(f"{name} must be writeable, got a read-only array")
     if out is not like and np.may_share_memory(out, like):
         # in place through another view of the same buffer is fine; any other overlap is not
         same_view = (like.flags.c_contiguous and out.strides == like.strides
                      and out.__array_interface__["data"][0] == like.__array_interface__["data"][0])
         if not same_view and np.shares_memory(out, like):
-            raise ValueError("out overlaps the input without being the input itself; pass the "
-                             "input itself for an in-place gradient, or a separate array")
-    for name, array in inputs.items():
-        if array is not None and np.may_share_memory(out, array) and np.shares_memory(out, array):
-            raise ValueError(f"out overlaps {name}; the gradient would overwrite it")
+            raise ValueError(f"{name} overlaps the input without being the input itself; pass "
+                             "the input itself for an in-place result, or a separate array")
+    for other, array in inputs.items():
+        if (isinstance(array, np.ndarray) and np.may_share_memory(out, array)
+                and np.shares_memory(out, array)):
+            raise ValueError(f"{name} overlaps {other}; the result would overwrite it")
     return out
 
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import _validation as check
-from ._api import LossResult
+from ._results import LossGradHess, LossResult
 
 __all__ = [
     "softmax_cross_entropy",
@@ -23,6 +23,20 @@ __all__ = [
     "smooth_l1",
     "sigmoid_focal",
     "softmax_focal",
+    "mse",
+    "mae",
+    "pinball",
+    "log_cosh",
+    "poisson_nll",
+    "tweedie",
+    "hinge",
+    "squared_hinge",
+    "soft_margin",
+    "binary_cross_entropy",
+    "kl_div",
+    "gaussian_kl",
+    "l1_penalty",
+    "l2_penalty",
 ]
 
 
@@ -131,15 +145,59 @@ def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
 
 # ===================================================================== element-wise losses
 
-def _elementwise_args(input, target, name, reduction, compute_grad, out, n_threads, inputs):
+def _elementwise_args(input, target, name, reduction, compute_grad, out, n_threads, inputs,
+                      reductions=check.REDUCTIONS):
     x = check.float_input(input, name)
-    reduction = check.reduction(reduction)
+    reduction = check.reduction(reduction, reductions)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
     # (float_target's np.ascontiguousarray makes a 0-d target 1-d)
     t = check.float_target(target, "target", x.dtype, x.shape).reshape(x.shape)
     out = check.out_array(out, x, dict(inputs, target=target))
     return np.asarray(x), t, reduction, compute_grad, out
+
+
+class _Elementwise:
+    """The arguments every element-wise reference shares, checked; `finish` reduces and
+    scales per-element losses, gradients and second derivatives like the kernels do."""
+
+    def __init__(self, input, target, name, weight, reduction, compute_grad, out, n_threads,
+                 compute_hess=False, hess_out=None, inputs=None, reductions=check.REDUCTIONS):
+        inputs = dict(inputs or {}, weight=weight)
+        self.x, self.t, self.reduction, self.compute_grad, self.out = _elementwise_args(
+            input, target, name, reduction, compute_grad, out, n_threads, inputs, reductions)
+        self.compute_hess = check.hess_request(compute_hess, self.compute_grad, hess_out)
+        self.hess_out = check.out_array(hess_out, self.x, dict(inputs, target=target, out=self.out),
+                                        name="hess_out")
+        self.dtype = self.x.dtype
+        check.broadcast_weight(weight, "weight", self.x.shape, self.dtype)
+        self.w = None if weight is None else np.asarray(weight).astype(self.dtype)
+
+    def finish(self, per_element, grad, hess=None):
+        x, dtype = self.x, self.dtype
+        with np.errstate(invalid="ignore", over="ignore"):
+            if self.w is not None:
+                per_element = self.w * per_element
+                grad = self.w * grad
+                hess = None if hess is None else self.w * hess
+        per_element = np.broadcast_to(per_element, x.shape)
+        grad = np.broadcast_to(grad, x.shape)
+        denominator = float(x.size)
+        reduction = self.reduction
+        if reduction == "batchmean":
+            denominator = float(x.shape[0]) if x.ndim else 1.0
+            reduction = "mean"
+        result = _finish(per_element, grad, denominator, reduction, self.compute_grad, self.out,
+                         dtype)
+        if not self.compute_hess:
+            return result
+        scale = 1.0 if reduction != "mean" else (1.0 / denominator if denominator else math.nan)
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.asarray(np.broadcast_to(hess, x.shape) * scale, dtype=dtype)
+        if self.hess_out is not None:
+            self.hess_out[...] = scaled
+            scaled = self.hess_out
+        return LossGradHess(result.loss, result.grad, scaled)
 
 
 def _softplus(z):
@@ -162,56 +220,56 @@ def _logistic_loss(x, t, pos_weight=1):
 
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", compute_grad=True, out=None,
-                                     n_threads=None):
+                                     n_threads=None, compute_hess=False, hess_out=None):
     """NumPy reference of fastloss.binary_cross_entropy_with_logits (torch's
     F.binary_cross_entropy_with_logits): w [(1 - t) softplus(x) + p t softplus(-x)] with
-    softplus = logaddexp(0, .), gradient w [(1 - t) sigmoid(x) - p t sigmoid(-x)]."""
-    x, t, reduction, compute_grad, out = _elementwise_args(
-        logits, target, "logits", reduction, compute_grad, out, n_threads,
-        {"weight": weight, "pos_weight": pos_weight})
-    dtype = x.dtype
-    check.broadcast_weight(weight, "weight", x.shape, dtype)
+    softplus = logaddexp(0, .), gradient w [(1 - t) sigmoid(x) - p t sigmoid(-x)], second
+    derivative w ((1 - t) + p t) sigmoid(x) sigmoid(-x)."""
+    a = _Elementwise(logits, target, "logits", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out, {"pos_weight": pos_weight})
+    x, t, dtype = a.x, a.t, a.dtype
     check.broadcast_weight(pos_weight, "pos_weight", x.shape, dtype)
-    w = 1 if weight is None else np.asarray(weight).astype(dtype)
     p = 1 if pos_weight is None else np.asarray(pos_weight).astype(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        per_element = w * _logistic_loss(x, t, p)
+        per_element = _logistic_loss(x, t, p)
         # d/dx: (1 - t) sigmoid(x) - p t sigmoid(-x), each sigmoid from its own log form
-        grad = w * ((1 - t) * np.exp(_log_sigmoid(x)) - p * t * np.exp(_log_sigmoid(-x)))
-    per_element = np.broadcast_to(per_element, x.shape)
-    grad = np.broadcast_to(grad, x.shape)
-    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, dtype)
+        sig, sig_neg = np.exp(_log_sigmoid(x)), np.exp(_log_sigmoid(-x))
+        grad = (1 - t) * sig - p * t * sig_neg
+        hess = ((1 - t) + p * t) * sig * sig_neg
+    return a.finish(per_element, grad, hess)
 
 
-def huber(input, target, *, delta=1.0, reduction="mean", compute_grad=True, out=None,
-          n_threads=None):
+def huber(input, target, *, delta=1.0, weight=None, reduction="mean", compute_grad=True,
+          out=None, n_threads=None, compute_hess=False, hess_out=None):
     """NumPy reference of fastloss.huber (torch's F.huber_loss)."""
     delta = check.real_scalar(delta, "delta", low=0.0, low_open=True)
-    x, t, reduction, compute_grad, out = _elementwise_args(
-        input, target, "input", reduction, compute_grad, out, n_threads, {})
-    d = x - t
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    d = a.x - a.t
     inside = np.abs(d) < delta
     with np.errstate(invalid="ignore", over="ignore"):
         per_element = np.where(inside, 0.5 * d * d, delta * (np.abs(d) - 0.5 * delta))
         grad = np.where(inside, d, delta * np.sign(d))
-    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, x.dtype)
+        hess = np.where(np.isnan(d), np.nan, inside.astype(a.dtype))
+    return a.finish(per_element, grad, hess)
 
 
-def smooth_l1(input, target, *, beta=1.0, reduction="mean", compute_grad=True, out=None,
-              n_threads=None):
+def smooth_l1(input, target, *, beta=1.0, weight=None, reduction="mean", compute_grad=True,
+              out=None, n_threads=None, compute_hess=False, hess_out=None):
     """NumPy reference of fastloss.smooth_l1 (torch's F.smooth_l1_loss, beta > 0)."""
     beta = check.real_scalar(beta, "beta", low=0.0, low_open=True)
-    x, t, reduction, compute_grad, out = _elementwise_args(
-        input, target, "input", reduction, compute_grad, out, n_threads, {})
-    d = x - t
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    d = a.x - a.t
     inside = np.abs(d) < beta
     with np.errstate(invalid="ignore", over="ignore"):
         per_element = np.where(inside, 0.5 * d * d / beta, np.abs(d) - 0.5 * beta)
         grad = np.where(inside, d / beta, np.sign(d))
-    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, x.dtype)
+        hess = np.where(np.isnan(d), np.nan, np.where(inside, 1.0 / beta, 0.0))
+    return a.finish(per_element, grad, hess)
 
 
-def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
+def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, weight=None, reduction="mean",
                   compute_grad=True, out=None, n_threads=None):
     """NumPy reference of fastloss.sigmoid_focal (torchvision.ops.sigmoid_focal_loss).
 
@@ -220,9 +278,8 @@ def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
     log t + log(1 - p)), so it is finite where q rounds to 0."""
     alpha = check.real_scalar(alpha, "alpha")
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
-    x, t, reduction, compute_grad, out = _elementwise_args(
-        logits, target, "logits", reduction, compute_grad, out, n_threads, {})
-    dtype = x.dtype
+    a = _Elementwise(logits, target, "logits", weight, reduction, compute_grad, out, n_threads)
+    x, t = a.x, a.t
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         log_p = _log_sigmoid(x)
         log_not_p = _log_sigmoid(-x)
@@ -241,7 +298,267 @@ def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
         else:
             dfocal = gamma * (1 - 2 * t) * np.exp((gamma - 1) * log_q + log_p + log_not_p)
             grad = alpha_t * (dce * focal + ce * dfocal)
-    return _finish(per_element, grad, float(x.size), reduction, compute_grad, out, dtype)
+    return a.finish(per_element, grad)
+
+
+def _nan_where(value, where_nan):
+    return np.where(np.isnan(where_nan), np.nan, value)
+
+
+def mse(input, target, *, weight=None, reduction="mean", compute_grad=True, out=None,
+        n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.mse (torch's F.mse_loss): d^2, 2 d, 2."""
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    d = a.x - a.t
+    with np.errstate(invalid="ignore", over="ignore"):
+        return a.finish(d * d, 2 * d, np.full_like(d, 2))
+
+
+def mae(input, target, *, weight=None, reduction="mean", compute_grad=True, out=None,
+        n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.mae (torch's F.l1_loss): |d|, sign(d); hessian 1 (the
+    weight x scale convention of piecewise-linear losses)."""
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    d = a.x - a.t
+    with np.errstate(invalid="ignore", over="ignore"):
+        # sign(d), 0 at nan as torch's sign (l1_loss's backward) gives
+        return a.finish(np.abs(d), np.where(d > 0, 1, np.where(d < 0, -1, 0)).astype(a.dtype),
+                        np.ones_like(d))
+
+
+def pinball(input, target, *, quantile=0.5, weight=None, reduction="mean", compute_grad=True,
+            out=None, n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.pinball (scikit-learn's PinballLoss): with r = t - x,
+    q r (r >= 0) or (q - 1) r; gradient -q (r >= 0) or 1 - q; hessian 1."""
+    if np.ndim(quantile) == 0:
+        q = check.real_scalar(np.asarray(quantile).item() if isinstance(quantile, np.ndarray)
+                              else quantile, "quantile", low=0.0, high=1.0, low_open=True,
+                              high_open=True)
+    else:
+        q = np.asarray(quantile, dtype=np.float64)
+        x_shape = np.shape(input)
+        if q.ndim != 1 or not x_shape or q.shape[0] != x_shape[-1]:
+            raise ValueError(f"quantile as an array must be 1-D with one entry per element of "
+                             f"the input's last axis, got shape {q.shape}")
+        if not ((q > 0) & (q < 1)).all():
+            raise ValueError("quantile must be in (0, 1)")
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out, {"quantile": quantile})
+    q = np.asarray(q).astype(a.dtype)
+    r = a.t - a.x
+    with np.errstate(invalid="ignore", over="ignore"):
+        per_element = np.where(r >= 0, q * r, (q - 1) * r)
+        grad = np.where(r >= 0, -q, 1 - q)   # (1 - q at nan, torch.where's false branch)
+    return a.finish(per_element, grad, np.ones_like(r))
+
+
+def log_cosh(input, target, *, weight=None, reduction="mean", compute_grad=True, out=None,
+             n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.log_cosh: log cosh d = log1p(expm1(a)^2 / (2 exp(a)))
+    (cosh a - 1 without cancellation) for a = |d| < 20, a - log 2 + log1p(exp(-2a)) beyond;
+    gradient tanh(d), second derivative 1 / cosh(d)^2."""
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    d = a.x - a.t
+    ad = np.abs(d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        small = np.minimum(ad, 20)
+        near = np.log1p(np.expm1(small) ** 2 / (2 * np.exp(small)))
+        far = ad - math.log(2) + np.log1p(np.exp(-2 * ad))
+        per_element = np.where(ad < 20, near, far)
+        hess = 1 / np.cosh(d) ** 2
+    return a.finish(per_element, np.tanh(d), hess)
+
+
+def _stirling(t):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(t > 1, t * np.log(t) - t + 0.5 * np.log(2 * math.pi * t), 0)
+
+
+def poisson_nll(input, target, *, log_input=True, full=False, eps=1e-8, weight=None,
+                reduction="mean", compute_grad=True, out=None, n_threads=None,
+                compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.poisson_nll (torch's F.poisson_nll_loss)."""
+    log_input = check.bool_option(log_input, "log_input")
+    full = check.bool_option(full, "full")
+    eps = check.real_scalar(eps, "eps", low=0.0, low_open=True)
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    x, t = a.x, a.t
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if log_input:
+            rate = np.exp(x)
+            per_element, grad, hess = rate - t * x, rate - t, rate
+        else:
+            per_element = x - t * np.log(x + eps)
+            grad = 1 - t / (x + eps)
+            hess = t / (x + eps) ** 2
+        if full:
+            per_element = per_element + _stirling(t)
+    return a.finish(per_element, grad, hess)
+
+
+def tweedie(input, target, *, power=1.5, weight=None, reduction="mean", compute_grad=True,
+            out=None, n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.tweedie (LightGBM's tweedie objective, log link)."""
+    p = check.real_scalar(power, "power", low=1.0, high=2.0, low_open=True, high_open=True)
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    x, t = a.x, a.t
+    with np.errstate(invalid="ignore", over="ignore"):
+        e1, e2 = np.exp((1 - p) * x), np.exp((2 - p) * x)
+        per_element = -t * e1 / (1 - p) + e2 / (2 - p)
+        grad = -t * e1 + e2
+        hess = -t * (1 - p) * e1 + (2 - p) * e2
+    return a.finish(per_element, grad, hess)
+
+
+def hinge(input, target, *, margin=1.0, weight=None, reduction="mean", compute_grad=True,
+          out=None, n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.hinge: max(0, m - t x), gradient -t where m - t x > 0."""
+    margin = check.real_scalar(margin, "margin")
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = margin - a.t * a.x
+        grad = np.where(z <= 0, 0, -a.t)   # relu's backward: -t at nan
+        return a.finish(np.maximum(z, 0), grad, np.ones_like(z))
+
+
+def squared_hinge(input, target, *, margin=1.0, weight=None, reduction="mean",
+                  compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                  hess_out=None):
+    """NumPy reference of fastloss.squared_hinge: max(0, m - t x)^2."""
+    margin = check.real_scalar(margin, "margin")
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = margin - a.t * a.x
+        c = np.maximum(z, 0)
+        hess = _nan_where(np.where(z > 0, 2 * a.t * a.t, 0), z)
+        return a.finish(c * c, -2 * a.t * c, hess)
+
+
+def soft_margin(input, target, *, weight=None, reduction="mean", compute_grad=True, out=None,
+                n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.soft_margin (torch's F.soft_margin_loss, without its
+    overflow): softplus(-t x), gradient -t sigmoid(-t x)."""
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = -a.t * a.x
+        sig, sig_neg = np.exp(_log_sigmoid(z)), np.exp(_log_sigmoid(-z))
+        return a.finish(_softplus(z), -a.t * sig, a.t * a.t * sig * sig_neg)
+
+
+def binary_cross_entropy(input, target, *, weight=None, reduction="mean", compute_grad=True,
+                         out=None, n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.binary_cross_entropy (torch's F.binary_cross_entropy)."""
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
+    x, t = a.x, a.t
+    inside = (x >= 0) & (x <= 1)
+    if not inside.all():
+        position = int(np.argmin(inside.reshape(-1)))
+        raise ValueError(f"input must hold values in [0, 1], got {x.reshape(-1)[position]!r} at "
+                         f"position {position} (in C order)")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_x = np.maximum(np.log(x), -100)
+        log_not_x = np.maximum(np.log1p(-x), -100)
+        per_element = -(t * log_x + (1 - t) * log_not_x)
+        v = x * (1 - x)
+        grad = (x - t) / np.maximum(v, 1e-12)
+        hess = np.where(v > 1e-12, t / x**2 + (1 - t) / (1 - x) ** 2, 1e12)
+    return a.finish(per_element, grad, hess)
+
+
+def kl_div(input, target, *, log_target=False, weight=None, reduction="mean",
+           compute_grad=True, out=None, n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.kl_div (torch's F.kl_div): xlogy(t, t) - t x, or
+    exp(t) (t - x) for log targets; "batchmean" divides the sum by input.shape[0]."""
+    log_target = check.bool_option(log_target, "log_target")
+    a = _Elementwise(input, target, "input", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out, reductions=check.REDUCTIONS + ("batchmean",))
+    x, t = a.x, a.t
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if log_target:
+            per_element, grad = np.exp(t) * (t - x), -np.exp(t)
+        else:
+            xlogy = np.where(t == 0, 0, t * np.log(np.where(t == 0, 1, t)))
+            per_element, grad = xlogy - t * x, -t
+    return a.finish(per_element, grad, np.zeros_like(x))
+
+
+def gaussian_kl(mean, log_var, *, reduction="mean", compute_grad=True, out=None,
+                n_threads=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.gaussian_kl: -1/2 sum_d (1 + v - m^2 - exp(v)) per row."""
+    m = check.float_input(mean, "mean")
+    if m.ndim != 2:
+        raise ValueError(f"mean must be 2-D (N, D), got {m.ndim}-D shape {m.shape}")
+    v = check.float_input(log_var, "log_var")
+    if v.shape != m.shape or v.dtype != m.dtype:
+        raise ValueError(f"log_var must have mean's shape {m.shape} and dtype {m.dtype}")
+    reduction = check.reduction(reduction)
+    outs = check.out_tuple(out, 2, check.grad_request(compute_grad, None))
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)
+    hess_outs = check.out_tuple(hess_out, 2, compute_hess, name="hess_out")
+    check.n_threads(n_threads)
+    n = m.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        ev = np.exp(v)
+        per_sample = (-0.5 * (1 + v - m * m - ev)).sum(axis=1, dtype=np.float64)
+        scale = (1.0 / n if n else math.nan) if reduction == "mean" else 1.0
+        grads = (np.asarray(m * scale, m.dtype), np.asarray(0.5 * (ev - 1) * scale, m.dtype))
+        hess = (np.full_like(m, scale), np.asarray(0.5 * ev * scale, m.dtype))
+    loss = (per_sample.astype(m.dtype) if reduction == "none" else
+            float(per_sample.sum()) / (n if reduction == "mean" else 1) if n or reduction == "sum"
+            else math.nan)
+
+    def place(values, buffers):
+        placed = []
+        for value, buffer in zip(values, buffers):
+            if buffer is not None:
+                buffer[...] = value
+                value = buffer
+            placed.append(value)
+        return tuple(placed)
+
+    grads = place(grads, outs) if compute_grad else None
+    if compute_hess:
+        return LossGradHess(loss, grads, place(hess, hess_outs))
+    return LossResult(loss, grads)
+
+
+def _penalty(params, strength, out, accumulate, n_threads, squared):
+    w = check.float_input(params, "params")
+    strength = check.real_scalar(strength, "strength", low=0.0)
+    accumulate = check.bool_option(accumulate, "accumulate")
+    check.n_threads(n_threads)
+    if accumulate and out is None:
+        raise ValueError("accumulate=True adds the gradient into out: pass out")
+    out = check.out_array(out, w, {})
+    wide = w.astype(np.float64)
+    loss = strength * float((wide * wide).sum() if squared else np.abs(wide).sum())
+    grad = (2 * strength * w if squared else strength * np.sign(w)).astype(w.dtype)
+    if out is not None:
+        if accumulate:
+            out += grad
+        else:
+            out[...] = grad
+        grad = out
+    return LossResult(loss, grad)
+
+
+def l1_penalty(params, *, strength, out=None, accumulate=False, n_threads=None):
+    """NumPy reference of fastloss.l1_penalty: strength sum |w|, strength sign(w)."""
+    return _penalty(params, strength, out, accumulate, n_threads, False)
+
+
+def l2_penalty(params, *, strength, out=None, accumulate=False, n_threads=None):
+    """NumPy reference of fastloss.l2_penalty: strength sum w^2, 2 strength w."""
+    return _penalty(params, strength, out, accumulate, n_threads, True)
 
 
 def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,

@@ -37,6 +37,12 @@ class LossCase:
     shapes: Dict[str, tuple] = field(default_factory=dict)
     # True when rows (axis 0) are samples with a class axis (nan confined to a row)
     class_axis: bool = False
+    # the input must lie in this interval (binary_cross_entropy's probabilities): nan and
+    # inf are a ValueError there, not a value to propagate (tests/test_table.py)
+    input_domain: Optional[tuple] = None
+    # torch's own formula overflows at infinite inputs where fastloss's stable form does not
+    # (soft_margin's log1p(exp(z)) gives nan at x = -inf): not compared with torch there
+    torch_nonfinite_differs: bool = False
 
     def call_kwargs(self, kwargs: dict) -> dict:
         return {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -270,3 +276,167 @@ SOFTMAX_FOCAL = LossCase(
 )
 
 CASES.extend([BCE_WITH_LOGITS, HUBER, SMOOTH_L1, SIGMOID_FOCAL, SOFTMAX_FOCAL])
+
+
+# ------------------------------------------------------------- the loss table's new rows
+#
+# The element-wise losses added with the loss table (fastloss/_table.py): inputs drawn by
+# the row's input and target kinds, each row's options, `weight` (last axis, full, scalar,
+# per row), and the torch expression of the same loss (torch's own function where it has
+# the loss; the formula of the named reference written in torch where it does not).
+
+def draw_input(rng, dtype, shape, kind):
+    if kind == "probability":
+        return rng.uniform(0.02, 0.98, shape).astype(dtype)
+    if kind == "log_probability":
+        return np.log(rng.uniform(0.02, 1.0, shape)).astype(dtype)
+    if kind == "positive":
+        return rng.uniform(0.1, 3.0, shape).astype(dtype)
+    return (rng.standard_normal(shape) * 2).astype(dtype)
+
+
+def draw_target(rng, dtype, shape, kind):
+    if kind == "binary":
+        return (rng.random(shape) < 0.3).astype(dtype)
+    if kind == "soft":
+        return rng.random(shape).astype(dtype)
+    if kind == "sign":
+        return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(dtype)
+    if kind == "count":
+        return rng.poisson(1.5, shape).astype(dtype)
+    if kind == "probability":
+        return rng.uniform(0.0, 1.0, shape).astype(dtype) * (rng.random(shape) > 0.1)
+    return (rng.standard_normal(shape) * 2).astype(dtype)
+
+
+def _table_maker(row):
+    def make(rng, dtype, shape, option):
+        kind = "positive" if option.get("log_input") is False else row.input_kind
+        x = draw_input(rng, dtype, shape, kind)
+        target = draw_target(rng, dtype, shape, row.target_kind)
+        kwargs = {k: v for k, v in option.items() if not k.startswith("_")}
+        if "_weight" in option and len(shape):
+            kwargs["weight"] = _bce_weight(rng, dtype, shape, option["_weight"])
+        if option.get("_quantiles") and len(shape):
+            kwargs["quantile"] = rng.uniform(0.05, 0.95, shape[-1])
+        if option.get("_log_target"):
+            target = np.log(np.maximum(target, 1e-3)).astype(dtype)
+        return x, target, kwargs
+    return make
+
+
+def _weighted(loss, kwargs, x, reduction):
+    """torch: per-element loss times weight, then the reduction (mean over elements)."""
+    if kwargs.get("weight") is not None:
+        loss = loss * torch.as_tensor(kwargs["weight"], dtype=x.dtype)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "batchmean":
+        return loss.sum() / x.shape[0]
+    return loss
+
+
+def _torch_table(name):
+    def torch_loss(x, target, kwargs, reduction):
+        t = torch.as_tensor(target, dtype=x.dtype)
+        kw = {k: v for k, v in kwargs.items() if k != "weight"}
+        if name == "mse":
+            loss = F.mse_loss(x, t, reduction="none")
+        elif name == "mae":
+            loss = F.l1_loss(x, t, reduction="none")
+        elif name == "pinball":   # scikit-learn's PinballLoss, nan kept
+            q = torch.as_tensor(kw.get("quantile", 0.5), dtype=x.dtype)
+            r = t - x
+            loss = torch.where(r >= 0, q * r, (q - 1) * r)
+        elif name == "log_cosh":  # optax.log_cosh: logaddexp(d, -d) - log 2
+            d = x - t
+            loss = torch.logaddexp(d, -d) - np.log(2.0)
+        elif name == "poisson_nll":
+            loss = F.poisson_nll_loss(x, t, reduction="none", **kw)
+        elif name == "tweedie":   # LightGBM's tweedie objective (log link)
+            p = kw.get("power", 1.5)
+            loss = -t * torch.exp((1 - p) * x) / (1 - p) + torch.exp((2 - p) * x) / (2 - p)
+        elif name == "hinge":     # max(0, m - t x), relu's 0 at the kink
+            z = kw.get("margin", 1.0) - t * x
+            loss = F.relu(z)
+        elif name == "squared_hinge":   # Keras SquaredHinge per element, t as given
+            z = kw.get("margin", 1.0) - t * x
+            loss = F.relu(z) ** 2
+        elif name == "soft_margin":
+            loss = F.soft_margin_loss(x, t, reduction="none")
+        elif name == "binary_cross_entropy":
+            loss = F.binary_cross_entropy(x, t, reduction="none")
+        elif name == "kl_div":
+            loss = F.kl_div(x, t, reduction="none", log_target=kw.get("log_target", False))
+        else:
+            raise KeyError(name)
+        return _weighted(loss, kwargs, x, reduction)
+    return torch_loss
+
+
+TABLE_OPTIONS = {
+    "mse": [{}, {"_weight": "last"}, {"_weight": "full"}],
+    "mae": [{}, {"_weight": "row"}],
+    "pinball": [{}, {"quantile": 0.1}, {"quantile": 0.9, "_weight": "scalar"},
+                {"_quantiles": True}],
+    "log_cosh": [{}, {"_weight": "last"}],
+    "poisson_nll": [{}, {"full": True}, {"log_input": False, "_weight": "full"},
+                    {"log_input": False, "full": True, "eps": 1e-3}],
+    "tweedie": [{}, {"power": 1.2}, {"power": 1.8, "_weight": "last"}],
+    "hinge": [{}, {"margin": 0.5}, {"margin": 2.0, "_weight": "row"}],
+    "squared_hinge": [{}, {"margin": 0.5, "_weight": "full"}],
+    "soft_margin": [{}, {"_weight": "last"}],
+    "binary_cross_entropy": [{}, {"_weight": "last"}],
+    "kl_div": [{}, {"log_target": True, "_log_target": True}, {"_weight": "full"}],
+}
+# and weight on the four losses that had none before the table
+BCE_WITH_LOGITS.options.append({"_weight": "last", "_target": "hard"})
+HUBER.options.append({"delta": 0.7, "_weight": "full"})
+SMOOTH_L1.options.append({"beta": 0.4, "_weight": "row"})
+
+
+def _with_weight(make):
+    def wrapped(rng, dtype, shape, option):
+        x, target, kwargs = make(rng, dtype, shape, option)
+        if "_weight" in option and len(shape) and "weight" not in kwargs:
+            kwargs["weight"] = _bce_weight(rng, dtype, shape, option["_weight"])
+        return x, target, kwargs
+    return wrapped
+
+
+for _case in (HUBER, SMOOTH_L1):
+    object.__setattr__(_case, "make", _with_weight(_case.make))
+
+
+def _torch_weighted(torch_loss):
+    def wrapped(x, target, kwargs, reduction):
+        if kwargs.get("weight") is None:
+            return torch_loss(x, target, kwargs, reduction)
+        kw = {k: v for k, v in kwargs.items() if k != "weight"}
+        return _weighted(torch_loss(x, target, kw, "none"), kwargs, x, reduction)
+    return wrapped
+
+
+for _case in (HUBER, SMOOTH_L1):
+    object.__setattr__(_case, "torch_loss", _torch_weighted(_case.torch_loss))
+
+
+def _table_cases():
+    from fastloss._table import ELEMENTWISE_BY_NAME
+
+    cases = []
+    for name, options in TABLE_OPTIONS.items():
+        row = ELEMENTWISE_BY_NAME[name]
+        cases.append(LossCase(name=name, make=_table_maker(row), options=options,
+                              torch_loss=_torch_table(name),
+                              shapes={"small": (37, 11), "threads": (300, 257)},
+                              input_domain=row.input_domain,
+                              torch_nonfinite_differs=name == "soft_margin"))
+    return cases
+
+
+TABLE_CASES = _table_cases()
+CASES.extend(TABLE_CASES)
+# losses whose second derivative the kernels return (fastloss/_table.py, "hessian")

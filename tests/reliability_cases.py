@@ -46,7 +46,12 @@ K_ULPS = 16.0
 
 # The loss functions API.md defines (fastloss may not have all of them yet).
 API_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy_with_logits", "huber",
-              "smooth_l1", "sigmoid_focal", "softmax_focal")
+              "smooth_l1", "sigmoid_focal", "softmax_focal", "mse", "mae", "pinball",
+              "log_cosh", "poisson_nll", "tweedie", "hinge", "squared_hinge", "soft_margin",
+              "binary_cross_entropy", "kl_div")
+# Losses whose gradient is a tuple (several differentiated inputs), which the generic
+# property tests do not take: where each is tested instead.
+TESTED_ELSEWHERE = {"gaussian_kl": "tests/test_table.py"}
 
 # Shapes big enough to run several blocks on several threads: more than
 # fastloss._kernels.SERIAL_THRESHOLD_ELEMENTS (65536) elements and 4 or more blocks of
@@ -793,8 +798,138 @@ SIGMOID_FOCAL = LossCase(
 )
 
 
+# ------------------------------------------------------------------ the loss table's rows
+#
+# The element-wise losses added with the loss table (fastloss/_table.py): inputs and options
+# drawn from each row (targets in the row's target domain, options in and now and then out
+# of their domains, a weight now and then), and a tolerance from the size of the terms each
+# loss adds: the rounding of the input and target (eps |x| and eps |t|) moves the loss by
+# the gradient times that, and the gradient by the second derivative times that.
+
+_TARGET_RANGES = {"binary": (0.0, 1.0), "soft": (0.0, 1.0), "probability": (0.0, 1.0),
+                  "sign": (-1.0, 1.0), "count": (0.0, 50.0), "regression": (None, None)}
+
+
+def _table_draw(row):
+    from fastloss._table import Param  # noqa: F401 (the row's parameters)
+
+    def draw_inputs(draw, dtype):
+        shape = draw_elementwise_shape(draw)
+        if row.input_domain is not None:
+            x = draw_floats(draw, dtype, shape, regime=draw(st.sampled_from(["moderate", "wild"])),
+                            low=row.input_domain[0], high=row.input_domain[1])
+        else:
+            x = draw_floats(draw, dtype, shape)
+        low, high = _TARGET_RANGES[row.target_kind]
+        target_dtype = draw(st.sampled_from([dtype, dtype, np.float64]))
+        if low is None:
+            target = draw_floats(draw, target_dtype, shape)
+        else:
+            target = draw_floats(draw, target_dtype, shape,
+                                 regime=draw(st.sampled_from(["moderate", "wild"])), low=low,
+                                 high=high)
+        kwargs = {}
+        for param in row.params:
+            choice = draw(st.sampled_from(["default", "value", "value", "invalid"]))
+            if choice == "default":
+                continue
+            if param.kind == "bool":
+                kwargs[param.name] = draw(st.booleans()) if choice == "value" else 1
+                continue
+            lo = param.low if param.low is not None else -10.0
+            hi = param.high if param.high is not None else 10.0
+            if choice == "value":
+                kwargs[param.name] = draw(st.floats(lo, hi, exclude_min=param.low_open,
+                                                    exclude_max=param.high_open))
+            else:
+                bad = [math.nan] + ([param.low - 1.0] if param.low is not None else [])
+                bad += [param.high + 1.0] if param.high is not None else []
+                kwargs[param.name] = draw(st.sampled_from(bad))
+        if shape and draw(st.booleans()):
+            weight_shape = draw(hnp.broadcastable_shapes(shape, min_dims=0, max_dims=len(shape),
+                                                         min_side=0))
+            kwargs["weight"] = place(draw(hnp.arrays(np.float64, weight_shape,
+                                                     elements=st.floats(0, 10))).astype(dtype),
+                                     draw(st.sampled_from(LAYOUTS))).view
+        return (x, place(target, draw(st.sampled_from(LAYOUTS))).view), kwargs
+    return draw_inputs
+
+
+def _table_tolerance(row):
+    def tolerance(args, kwargs, eps):
+        x, target = args
+        kw = {k: v for k, v in kwargs.items()}
+        function = getattr(fastloss.reference, row.name)
+        with np.errstate(all="ignore"):
+            if row.hessian is not None:
+                loss, grad, hess = function(x, target, reduction="none", compute_hess=True, **kw)
+            else:
+                loss, grad = function(x, target, reduction="none", **kw)
+                hess = np.zeros_like(grad)
+            ax, at = np.abs(x), np.abs(target)
+            w = 1.0 if kw.get("weight") is None else np.abs(np.asarray(kw["weight"], np.float64))
+            # the terms the loss adds (t x of the margin losses, exp(x) t of the Poisson/Tweedie
+            # ones, t log t of kl_div) all stay below these sizes
+            size = np.abs(loss) + (ax + at + 1) * (np.abs(grad) + w * (1 + at))
+            if row.name in ("poisson_nll", "tweedie"):
+                size = size + w * (at + 1) * ax * np.abs(grad - hess) + np.abs(hess) * (ax + 1)
+            grad_size = np.abs(grad) + (ax + at + 1) * (np.abs(hess) + w * (1 + at))
+            return (K_ULPS * eps * np.broadcast_to(size, x.shape),
+                    K_ULPS * eps * np.broadcast_to(grad_size, x.shape))
+    return tolerance
+
+
+def _table_valid_call(row):
+    def valid_call(rng, dtype, n_elements=None):
+        shape = (4, 5) if n_elements is None else (n_elements,)
+        if row.input_domain is not None:
+            x = rng.random(shape, dtype=np.float32).astype(dtype, copy=False)
+        else:
+            x = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+        target = rng.random(shape, dtype=np.float32).astype(dtype, copy=False)
+        return (x, target), {}
+    return valid_call
+
+
+def _table_bad_options(row):
+    def bad_options(args, kwargs):
+        shape = args[0].shape
+        bad = _common_bad_options(args, kwargs) + [
+            ({"weight": np.ones(shape[:-1] + (shape[-1] + 1,))}, ValueError, "weight")]
+        if "batchmean" not in row.reductions:
+            bad.append(({"reduction": "batchmean"}, ValueError, "batchmean"))
+        for param in row.params:
+            if param.kind == "bool":
+                continue
+            bad.append(({param.name: math.nan}, ValueError, param.name))
+            if param.low is not None:
+                bad.append(({param.name: param.low - 1.0}, ValueError, param.name))
+            if param.high is not None:
+                bad.append(({param.name: param.high + 1.0}, ValueError, param.name))
+        return bad
+    return bad_options
+
+
+def _table_cases():
+    from fastloss._table import ELEMENTWISE_BY_NAME
+
+    cases = []
+    for name in API_LOSSES[6:]:
+        row = ELEMENTWISE_BY_NAME[name]
+        converted = ("target", "weight") + ((row.array_param,) if row.array_param else ())
+        cases.append(LossCase(
+            name=name, arg_names=(row.input_name, "target"), class_index=False,
+            converted=converted, draw_inputs=_table_draw(row), tolerance=_table_tolerance(row),
+            denominator=(lambda args, kwargs: float(np.asarray(args[0]).shape[0])
+                         if kwargs.get("reduction") == "batchmean" and np.ndim(args[0])
+                         else _elementwise_denominator(args, kwargs)),
+            kept=lambda args, kwargs: None, valid_call=_table_valid_call(row),
+            bad_options=_table_bad_options(row), options=row.options + ("weight",)))
+    return tuple(cases)
+
+
 CASES = (SOFTMAX_CROSS_ENTROPY, BINARY_CROSS_ENTROPY_WITH_LOGITS, HUBER, SMOOTH_L1,
-         SIGMOID_FOCAL, SOFTMAX_FOCAL)
+         SIGMOID_FOCAL, SOFTMAX_FOCAL) + _table_cases()
 CASES_BY_NAME = {case.name: case for case in CASES}
 
 

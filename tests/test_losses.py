@@ -284,6 +284,8 @@ def test_empty_batch(case, dtype):
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_nan_and_inf_stay_in_their_sample(case, dtype, bad_value):
+    if case.input_domain is not None:
+        pytest.skip("nan and inf are outside the input's domain: a ValueError (test_table.py)")
     rng = np.random.default_rng(10)
     x, target, kwargs = case.make(rng, dtype, case.shapes["threads"], case.options[0])
     clean = run(case, x, target, kwargs, reduction="none")
@@ -309,6 +311,11 @@ def test_nan_and_inf_stay_in_their_sample(case, dtype, bad_value):
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_nan_and_inf_as_torch(case, dtype, bad_value):
+    if case.input_domain is not None:
+        pytest.skip("nan and inf are outside the input's domain: a ValueError (test_table.py)")
+    if case.torch_nonfinite_differs and np.isinf(bad_value):
+        pytest.skip("torch's formula overflows to nan at an infinite input; fastloss's stable "
+                    "form gives the limit (checked against the reference above)")
     rng = np.random.default_rng(11)
     x, target, kwargs = case.make(rng, dtype, case.shapes["small"], case.options[0])
     x[(2, 1) if x.ndim == 2 else (2,)] = bad_value

@@ -78,9 +78,17 @@ ULP_BOUND = {
     "log_sigmoid": 2.0,
     "sigmoid": 2.5,
     "log1p_unit": 1.1,
+    # x (1 + x P(x)) near 0 (two roundings at the result's scale), exp_neg(x) - 1 beyond
+    # ln2/2 (exp_neg's 1 ulp of a value in [0.5, 0.71] is up to 2 ulps of |result| >= 0.29;
+    # the subtraction is exact by Sterbenz' lemma)
+    "expm1_neg": 2.5,
 }
 EXP_NONPOS_BOUND_WITHOUT_FMA = 1.25
 LOG1P_UNIT_BOUND_WITHOUT_FMA = 1.35
+
+
+# the functions defined for x <= 0 only
+NONPOSITIVE_DOMAIN = ("exp_nonpos", "exp_neg", "expm1_neg")
 
 
 def ulp_bound(name, dtype, isa):
@@ -159,6 +167,7 @@ REFERENCE = {
     "log_sigmoid": lambda x: -softplus_reference(-x),
     "sigmoid": sigmoid_reference,
     "log1p_unit": np.log1p,
+    "expm1_neg": np.expm1,
 }
 
 
@@ -321,7 +330,7 @@ def test_float32_dense_sweep(isa, name, record_property):
     34 M values; exp_nonpos and exp_neg over their domain x <= 0 only) against the float64
     reference."""
     stride = 127
-    if name in ("exp_nonpos", "exp_neg"):
+    if name in NONPOSITIVE_DOMAIN:
         chunks = float32_range(-0.0, -np.inf, stride)
     elif name == "log1p_unit":
         chunks = float32_range(0.0, 1.0, 1)   # every float32 of its domain [0, 1]
@@ -345,6 +354,7 @@ FLOAT64_RANGES = {
     "log_sigmoid": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
     "sigmoid": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
     "log1p_unit": [(0.0, 1.0), (0.0, 1e-3), (0.9, 1.0)],
+    "expm1_neg": [(-746.0, 0.0), (-1.0, 0.0), (-1e-3, 0.0), (-0.4, -0.3)],
 }
 FLOAT64_SAMPLES_PER_PART = 1_000_000
 
@@ -353,7 +363,7 @@ def in_domain(name, x):
     """Arguments mapped into the domain of the functions defined on part of the line only:
     exp_nonpos and exp_neg (x <= 0) and log1p_unit (0 <= x <= 1; |x| or 1/|x|). nan stays
     nan."""
-    if name in ("exp_nonpos", "exp_neg"):
+    if name in NONPOSITIVE_DOMAIN:
         return -np.abs(x)
     if name == "log1p_unit":
         magnitude = np.abs(x)
@@ -410,6 +420,7 @@ def test_longdouble_reference_agrees_with_mpmath():
         "log_sigmoid": lambda v: -mp.log1p(mp.exp(-v)),
         "sigmoid": lambda v: 1 / (1 + mp.exp(-v)),
         "log1p_unit": mp.log1p,
+        "expm1_neg": mp.expm1,
     }
     with mpmath.workprec(100):
         for name, fn in exact.items():
@@ -454,6 +465,8 @@ def exact_cases(name, dtype):
                     (-big, 0.0), (1e4, 1.0), (-1e4, 0.0)],
         "log1p_unit": [(nan, nan), (0.0, 0.0), (-0.0, -0.0), (sub, sub), (tiny, tiny),
                        (2.0**-60, 2.0**-60)],
+        "expm1_neg": [(nan, nan), (-inf, -1.0), (0.0, 0.0), (-0.0, -0.0), (-big, -1.0),
+                      (-sub, -sub), (-tiny, -tiny), (-1e4, -1.0), (-(2.0**-60), -(2.0**-60))],
     }
     return cases[name]
 
@@ -461,7 +474,8 @@ def exact_cases(name, dtype):
 # Zeros whose sign is defined: C99 for exp (+0 on underflow), log (log 1 = +0) and log1p
 # (log1p(+-0) = +-0); softplus and sigmoid are positive functions, so their 0 is +0.
 # log_sigmoid's 0 (at +inf or huge x) may have either sign.
-SIGNED_ZERO = {"exp", "exp_nonpos", "exp_neg", "log", "log1p", "softplus", "sigmoid", "log1p_unit"}
+SIGNED_ZERO = {"exp", "exp_nonpos", "exp_neg", "log", "log1p", "softplus", "sigmoid", "log1p_unit",
+               "expm1_neg"}
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
@@ -567,7 +581,7 @@ def test_extreme_finite_arguments(isa, name, dtype):
         x = np.concatenate([x, np.nextafter(x, dtype.type(np.inf)),
                             np.nextafter(x, dtype.type(0))])
     x = np.concatenate([x, -x])
-    if name in ("exp_nonpos", "exp_neg"):
+    if name in NONPOSITIVE_DOMAIN:
         x = x[x <= 0]
     if name == "log1p_unit":
         x = x[(x >= 0) & (x <= 1)]

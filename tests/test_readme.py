@@ -81,7 +81,9 @@ def test_unbuilt_source_tree_fails_with_one_clear_line(tmp_path):
     copy = tmp_path / "fastloss"
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("_kernels*.so", "_kernels*.pyd",
                                                                 "__pycache__"))
-    result = subprocess.run([sys.executable, "-c", "import fastloss"], cwd=tmp_path,
+    # -S: no site-packages, so neither an installed fastloss nor an editable install's
+    # finder can answer instead of the copy (its error comes before it imports numpy)
+    result = subprocess.run([sys.executable, "-S", "-c", "import fastloss"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PYTHONPATH=""))
     assert result.returncode != 0

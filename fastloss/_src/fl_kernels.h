@@ -47,45 +47,71 @@ FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
  * a full-size weight with weight_period = the number of elements. */
 #define FL_ELEMENTWISE_CHUNK 512
 
-/* Binary cross-entropy with logits: loss_i = w_i [(1 - t_i) softplus(x_i) + p_i t_i softplus(-x_i)],
- * w = weight (periodic, or NULL for ones), p = pos_weight (periodic, or NULL for ones). */
-#define FL_DECLARE_BCE_ARGS(T, SFX)                                                  \
-    typedef struct {                                                                \
-        const T *logits;           /* (n,) */                                       \
-        const T *target;           /* (n,) */                                       \
-        const T *weight;           /* periodic weight, or NULL */                   \
-        const T *pos_weight;       /* periodic pos_weight, or NULL */               \
-        T *grad;                   /* (n,), NULL, or logits (in place) */           \
-        T *loss_out;               /* (n,) per-element losses, or NULL */           \
-        int64_t weight_period;                                                      \
-        int64_t pos_weight_period;                                                  \
-        double grad_scale;         /* the gradient is multiplied by this */         \
-    } fl_bce_args_##SFX;
+/* Every element-wise loss of the loss table (fastloss/_table.py) has one block worker with
+ * this argument struct; fl_elementwise_list.h (generated from the table) lists them.
+ * Element i's weight is weight[i % weight_period] (NULL: all 1) and its per-element
+ * parameter param[i % param_period] (NULL: scalar[0] for every element), both periodic
+ * buffers as above. grad may be NULL (no gradient) or the input (in place); hess NULL (no
+ * second derivative), or the input when grad is not. Both are multiplied by grad_scale. */
+#include "fl_elementwise_list.h"
 
-/* Huber loss with threshold delta, times loss_scale (smooth L1 with beta is Huber with
- * delta = beta and loss_scale = 1 / beta). */
-#define FL_DECLARE_HUBER_ARGS(T, SFX)                                                \
+#define FL_DECLARE_ELEMENTWISE_ARGS(T, SFX)                                           \
     typedef struct {                                                                \
         const T *input;            /* (n,) */                                       \
         const T *target;           /* (n,) */                                       \
+        const T *weight;           /* periodic weight, or NULL */                   \
+        const T *param;            /* periodic per-element parameter, or NULL */    \
         T *grad;                   /* (n,), NULL, or input (in place) */            \
-        T *loss_out;               /* (n,) or NULL */                               \
-        double delta;              /* > 0 */                                        \
-        double loss_scale;         /* > 0 */                                        \
+        T *hess;                   /* (n,) or NULL */                               \
+        T *loss_out;               /* (n,) per-element losses, or NULL */           \
+        int64_t weight_period;                                                      \
+        int64_t param_period;                                                       \
+        double scalar[FL_ELEMENTWISE_SCALARS];  /* the kernel's scalar parameters */ \
         double grad_scale;                                                          \
-    } fl_huber_args_##SFX;
+    } fl_elementwise_args_##SFX;
 
-/* Sigmoid focal loss (torchvision's): alpha < 0 turns the alpha factor off; gamma >= 0. */
-#define FL_DECLARE_SIGMOID_FOCAL_ARGS(T, SFX)                                        \
+/* l1_penalty / l2_penalty: sum of |w| (or w^2) in double; the gradient strength sign(w)
+ * (or 2 strength w) written into grad, or added to it (accumulate). */
+#define FL_DECLARE_PENALTY_ARGS(T, SFX)                                               \
     typedef struct {                                                                \
-        const T *logits;           /* (n,) */                                       \
-        const T *target;           /* (n,) */                                       \
-        T *grad;                   /* (n,), NULL, or logits (in place) */           \
-        T *loss_out;               /* (n,) or NULL */                               \
-        double alpha;                                                               \
-        double gamma;                                                               \
+        const T *params;                                                            \
+        T *grad;                   /* may be params itself */                       \
+        double strength;                                                            \
+        int squared;               /* 0: l1, 1: l2 */                               \
+        int accumulate;            /* add into grad instead of overwriting it */    \
+    } fl_penalty_args_##SFX;
+
+/* gaussian_kl over rows of (N, D) means and log-variances: per row
+ * sum_d (mean^2 + exp(log_var) - 1 - log_var) / 2. */
+#define FL_DECLARE_GAUSSIAN_KL_ARGS(T, SFX)                                           \
+    typedef struct {                                                                \
+        const T *mean;                                                              \
+        const T *log_var;                                                           \
+        T *grad_mean;              /* or NULL */                                    \
+        T *grad_log_var;           /* or NULL */                                    \
+        T *hess_mean;              /* or NULL */                                    \
+        T *hess_log_var;           /* or NULL */                                    \
+        T *loss_out;               /* (N,) or NULL */                               \
+        int64_t n_cols;                                                             \
         double grad_scale;                                                          \
-    } fl_sigmoid_focal_args_##SFX;
+    } fl_gaussian_kl_args_##SFX;
+
+/* How many elements lie outside [low, high] (nan counts): the input-domain check of
+ * binary_cross_entropy, before its kernel runs. */
+#define FL_DECLARE_RANGE_ARGS(T, SFX)                                                 \
+    typedef struct {                                                                \
+        const T *values;                                                            \
+        double low, high;                                                           \
+    } fl_range_args_##SFX;
+
+FL_DECLARE_ELEMENTWISE_ARGS(float, f32)
+FL_DECLARE_ELEMENTWISE_ARGS(double, f64)
+FL_DECLARE_PENALTY_ARGS(float, f32)
+FL_DECLARE_PENALTY_ARGS(double, f64)
+FL_DECLARE_GAUSSIAN_KL_ARGS(float, f32)
+FL_DECLARE_GAUSSIAN_KL_ARGS(double, f64)
+FL_DECLARE_RANGE_ARGS(float, f32)
+FL_DECLARE_RANGE_ARGS(double, f64)
 
 /* Softmax focal loss over rows of an (N, C) C-contiguous array: per row
  * -alpha_y (1 - p_y)^gamma log p_y. The driver has checked every class index. */
@@ -103,12 +129,6 @@ FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
         double grad_scale;                                                          \
     } fl_softmax_focal_args_##SFX;
 
-FL_DECLARE_BCE_ARGS(float, f32)
-FL_DECLARE_BCE_ARGS(double, f64)
-FL_DECLARE_HUBER_ARGS(float, f32)
-FL_DECLARE_HUBER_ARGS(double, f64)
-FL_DECLARE_SIGMOID_FOCAL_ARGS(float, f32)
-FL_DECLARE_SIGMOID_FOCAL_ARGS(double, f64)
 FL_DECLARE_SOFTMAX_FOCAL_ARGS(float, f32)
 FL_DECLARE_SOFTMAX_FOCAL_ARGS(double, f64)
 
@@ -123,6 +143,7 @@ typedef enum {
     FL_MATH_SIGMOID,
     FL_MATH_LOG1P_UNIT,
     FL_MATH_EXP_NEG,
+    FL_MATH_EXPM1_NEG,
     FL_MATH_COUNT
 } fl_math_fn;
 
@@ -141,10 +162,12 @@ typedef struct {
     fl_block_fn softmax_ce_f64;
     fl_math_f32_fn math_f32[FL_MATH_COUNT];
     fl_math_f64_fn math_f64[FL_MATH_COUNT];
-    /* the element-wise losses and softmax focal */
-    fl_block_fn bce_f32, bce_f64;
-    fl_block_fn huber_f32, huber_f64;
-    fl_block_fn sigmoid_focal_f32, sigmoid_focal_f64;
+    /* the element-wise losses (the loss table), the penalties, gaussian_kl */
+    fl_block_fn elementwise_f32[FL_ELEMENTWISE_COUNT];
+    fl_block_fn elementwise_f64[FL_ELEMENTWISE_COUNT];
+    fl_block_fn penalty_f32, penalty_f64;
+    fl_block_fn gaussian_kl_f32, gaussian_kl_f64;
+    fl_block_fn count_outside_f32, count_outside_f64;
     fl_block_fn softmax_focal_f32, softmax_focal_f64;
     fl_check_targets_fn check_targets;
 } fl_kernel_table;

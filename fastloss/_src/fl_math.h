@@ -386,4 +386,24 @@ FL_DEFINE_DERIVED(double, f64)
 
 #undef FL_DEFINE_DERIVED
 
+/*
+ * expm1(x) = exp(x) - 1 for x <= 0, accurate where the result is small: for
+ * -ln2/2 < x <= 0 the reduction of exp leaves k = 0 and r = x, so
+ * expm1(x) = x + x^2 P(x) = x (1 + x P(x)) with exp's own polynomial, no cancellation; below,
+ * |expm1(x)| > 0.29 and exp_neg(x) - 1 loses nothing. -inf gives -1, nan stays nan.
+ * (log_cosh's tanh(a) = -expm1(-2a) / (1 + exp(-2a)), accurate for small a.)
+ */
+#define FL_DEFINE_EXPM1_NEG(T, SFX)                                                 \
+FL_INLINE T fl_expm1_neg_##SFX(T x)                                                 \
+{                                                                                   \
+    const T small = x * ((T)1 + x * fl_exp_poly_##SFX(x));                          \
+    const T large = fl_exp_neg_##SFX(x) - (T)1;                                     \
+    return x > (T)-0.34657359027997264 ? small : large;                             \
+}
+
+FL_DEFINE_EXPM1_NEG(float, f32)
+FL_DEFINE_EXPM1_NEG(double, f64)
+
+#undef FL_DEFINE_EXPM1_NEG
+
 #endif /* FASTLOSS_FL_MATH_H */
