@@ -126,8 +126,8 @@ def softmax_cross_entropy(
     x = np.ascontiguousarray(logits)
     grad = None
     if compute_grad:
-        grad = out if out is not None else np.empty_like(x)
-    loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
+        grad = out if out is not None else _kernels.result_empty(x.shape, dtype)
+    loss_out = _kernels.result_empty(n_samples, dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator != 0 else math.nan
@@ -155,8 +155,10 @@ def _elementwise_buffers(input, out, compute_grad, reduction):
     """(contiguous input, gradient buffer or None, per-element loss buffer or None, grad_scale)."""
     # (np.ascontiguousarray would turn a 0-d input into shape (1,))
     x = input if input.flags.c_contiguous else np.ascontiguousarray(input)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
+    grad = None
+    if compute_grad:
+        grad = out if out is not None else _kernels.result_empty(x.shape, x.dtype)
+    loss_out = _kernels.result_empty(x.shape, x.dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / x.size if x.size else math.nan
@@ -469,8 +471,8 @@ def softmax_focal(
     x = np.ascontiguousarray(logits)
     grad = None
     if compute_grad:
-        grad = out if out is not None else np.empty_like(x)
-    loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
+        grad = out if out is not None else _kernels.result_empty(x.shape, dtype)
+    loss_out = _kernels.result_empty(n_samples, dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator != 0 else math.nan

@@ -728,11 +728,11 @@ def softmax_cross_entropy_fast(object logits, object target, object weight, obje
         return None
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        loss_out = result_empty_c(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef double scale = 1.0
     if code == 0:
         scale = 1.0 / denominator if denominator != 0 else float("nan")
@@ -830,11 +830,11 @@ def elementwise_fast(int kind, object input, object target, object first, object
         return None
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num)
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+        loss_out = result_empty_c(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num)
     cdef double n = <double>cnp.PyArray_SIZE(x)
     cdef double scale = 1.0 / n if code == 0 else 1.0
     if kind == ELEMENTWISE_BCE:
@@ -892,11 +892,11 @@ def softmax_focal_fast(object logits, object target, object alpha, object gamma,
         return None
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        loss_out = result_empty_c(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef double scale = 1.0
     if code == 0:
         scale = 1.0 / denominator if denominator != 0 else float("nan")
@@ -909,3 +909,8 @@ def softmax_focal_fast(object logits, object target, object alpha, object gamma,
     else:
         loss = loss_out
     return tuple.__new__(_LossResult, (loss, grad))
+
+
+# ------------------------------------------------------------------ result buffers (issue 18)
+# result_empty_c / result_empty: the arrays fastloss returns, from a bounded buffer cache
+include "_buffers.pxi"
