@@ -170,6 +170,83 @@ def test_resize_of_a_cached_array_keeps_its_data(cap):
     assert stats()["cached_bytes"] <= 64 * MiB
 
 
+USER_HANDLER_SCRIPT = textwrap.dedent(
+    """
+    import ctypes
+    import numpy as np
+    import fastloss
+    from numpy._core import _multiarray_umath
+    from numpy._core.multiarray import get_handler_name
+
+    # a NEP 49 handler of the user's own ("user_handler": libc's malloc family), installed
+    # with NumPy's C API through ctypes
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = libc.calloc.restype = libc.realloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    calls = []
+    malloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+        lambda ctx, size: calls.append(size) or libc.malloc(size))
+    calloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)(
+        lambda ctx, n, size: libc.calloc(n, size))
+    realloc = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+        lambda ctx, ptr, size: libc.realloc(ptr, size))
+    free = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+        lambda ctx, ptr, size: libc.free(ptr))
+
+    class Handler(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8),
+                    ("ctx", ctypes.c_void_p), ("malloc", ctypes.c_void_p),
+                    ("calloc", ctypes.c_void_p), ("realloc", ctypes.c_void_p),
+                    ("free", ctypes.c_void_p)]
+
+    cast = lambda f: ctypes.cast(f, ctypes.c_void_p).value
+    handler = Handler(b"user_handler", 1, None, cast(malloc), cast(calloc), cast(realloc),
+                      cast(free))
+    api = ctypes.pythonapi
+    api.PyCapsule_New.restype = ctypes.py_object
+    api.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = api.PyCapsule_New(ctypes.addressof(handler), b"mem_handler", None)
+    table = ctypes.cast(api.PyCapsule_GetPointer(_multiarray_umath._ARRAY_API, None),
+                        ctypes.POINTER(ctypes.c_void_p))
+    set_handler = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(table[304])
+
+    x = np.random.default_rng(0).standard_normal((300, 1000), dtype=np.float32)
+    y = np.arange(300) % 1000
+    expected = fastloss.softmax_cross_entropy(x, y, reduction="none")
+    assert get_handler_name(expected.grad) == "fastloss_buffer_cache"
+    previous = set_handler(capsule)
+    try:
+        result = fastloss.softmax_cross_entropy(x, y, reduction="none")
+        validated = fastloss.softmax_cross_entropy(np.asfortranarray(x), y)
+    finally:
+        set_handler(previous)
+    assert get_handler_name(result.grad) == "user_handler", get_handler_name(result.grad)
+    assert get_handler_name(validated.grad) == "user_handler"
+    assert x.nbytes in calls
+    assert np.array_equal(result.grad, expected.grad)
+    del result, validated  # freed by the user's handler while it exists
+    print("respected")
+    """
+)
+
+
+def test_a_handler_set_by_the_user_is_respected(tmp_path):
+    """With a NEP 49 handler of the user's own in force, fastloss allocates its results with
+    it (and caches nothing) instead of overriding it. In a fresh interpreter: the handler is
+    made of ctypes callbacks."""
+    script = tmp_path / "user_handler.py"
+    script.write_text(USER_HANDLER_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "respected" in result.stdout
+
+
 # ------------------------------------------------------------------ the losses
 
 def _calls(case, rng, dtype):
