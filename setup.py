@@ -172,7 +172,8 @@ render_generated_sources()
 extensions = [
     Extension(
         "fastloss._kernels",
-        sources=["fastloss/_kernels.pyx", "fastloss/_src/fl_kernels.c"],
+        sources=["fastloss/_kernels.pyx", "fastloss/_src/fl_kernels.c",
+                 "fastloss/_src/fl_buffers.c"],  # fl_buffers.c: the result buffer cache (issue 18)
         include_dirs=["fastloss/_src", numpy.get_include()],
         depends=[
             os.path.join("fastloss", "_src", name)

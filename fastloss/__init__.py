@@ -48,7 +48,13 @@ __all__ = [
     "openmp_enabled",
     "show_config",
     "simd_level",
+    # the buffer cache of returned arrays (issue 18)
+    "set_buffer_cache",
 ]
+
+# the buffer cache of returned arrays (issue 18); its cap is read from the environment here
+from . import _buffers
+from ._buffers import set_buffer_cache
 
 
 def openmp_enabled() -> bool:
@@ -106,6 +112,8 @@ def show_config(file=None) -> dict:
         "debug_build": build["debug"],
         "block_elements": _kernels.BLOCK_SIZE_ELEMENTS,
         "serial_below_elements": _kernels.SERIAL_THRESHOLD_ELEMENTS,
+        # the buffer cache of returned arrays (issue 18)
+        "buffer_cache": _buffers.describe(),
     }
     width = max(map(len, info))
     lines = [f"{key:<{width}} : {value}" for key, value in info.items()]

@@ -122,8 +122,8 @@ def softmax_cross_entropy(
     x = np.ascontiguousarray(logits)
     grad = None
     if compute_grad:
-        grad = out if out is not None else np.empty_like(x)
-    loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
+        grad = out if out is not None else _kernels.result_empty(x.shape, dtype)
+    loss_out = _kernels.result_empty(n_samples, dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator != 0 else math.nan
@@ -208,8 +208,8 @@ def softmax_focal(
     x = np.ascontiguousarray(logits)
     grad = None
     if compute_grad:
-        grad = out if out is not None else np.empty_like(x)
-    loss_out = np.empty(n_samples, dtype=dtype) if reduction == "none" else None
+        grad = out if out is not None else _kernels.result_empty(x.shape, dtype)
+    loss_out = _kernels.result_empty(n_samples, dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / denominator if denominator != 0 else math.nan

@@ -24,13 +24,13 @@ from ._table import ELEMENTWISE, KERNEL_INDEX, ElementwiseLoss, Param
 # the fast-path call of a row whose kernel and scalars do not follow from its real options
 # alone (a bool option picks the kernel or becomes a scalar); None: the call is not plain
 _FAST_SCALARS = {
-    "binary_cross_entropy_with_logits": ("_K['bce_logits'] if pos_weight is None else -1",
+    "binary_cross_entropy_with_logits": ("{bce_logits} if pos_weight is None else -1",
                                          "(1.0,)", 0),
-    "poisson_nll": ("_K['poisson_log'] if log_input is True else "
-                    "(_K['poisson_linear'] if log_input is False else -1)",
+    "poisson_nll": ("{poisson_log} if log_input is True else "
+                    "({poisson_linear} if log_input is False else -1)",
                     "(eps, 1.0 if full is True else (0.0 if full is False else None))", 1),
-    "kl_div": ("_K['kl_div'] if log_target is False else "
-               "(_K['kl_div_log_target'] if log_target is True else -1)", "()", 0),
+    "kl_div": ("{kl_div} if log_target is False else "
+               "({kl_div_log_target} if log_target is True else -1)", "()", 0),
 }
 
 
@@ -127,9 +127,11 @@ def _call(row: ElementwiseLoss, input, target, options: dict, array_value, weigh
                              f"{flat[position]!r} at position {position} (in C order)")
 
     # -------- nothing has been written up to here; from here on the call cannot fail
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    hess = (hess_out if hess_out is not None else np.empty_like(x)) if compute_hess else None
-    loss_out = np.empty(x.shape, dtype=dtype) if reduction == "none" else None
+    # the returned arrays come from the buffer cache (fastloss/_buffers.pxi, issue 18)
+    empty = _kernels.result_empty
+    grad = (out if out is not None else empty(x.shape, dtype)) if compute_grad else None
+    hess = (hess_out if hess_out is not None else empty(x.shape, dtype)) if compute_hess else None
+    loss_out = empty(x.shape, dtype) if reduction == "none" else None
     if reduction == "batchmean":
         denominator = float(x.shape[0]) if x.ndim else 1.0
     else:
@@ -199,11 +201,12 @@ def _source(row: ElementwiseLoss) -> str:
     hess_args = "compute_hess, hess_out" if row.hessian is not None else "False, None"
     plain = "weight is None" + (" and compute_hess is False and hess_out is None"
                                 if row.hessian is not None else "")
-    if row.name in _FAST_SCALARS:
+    if row.name in _FAST_SCALARS:   # (kernel indices written in as constants)
         kind, scalars, n_checked = _FAST_SCALARS[row.name]
+        kind = kind.format(**KERNEL_INDEX)
     else:
         kernel, _ = row.kernel({p.name: p.default for p in row.params})
-        kind = f"_K[{kernel!r}]"
+        kind = str(KERNEL_INDEX[kernel])
         reals = [p.name for p in row.params if p.kind == "real"]
         scalars = "(" + "".join(f"{name}, " for name in reals) + ")"
         n_checked = len(reals)
@@ -259,7 +262,7 @@ def _penalty(params, strength, out, accumulate, n_threads, squared: bool, name: 
                          "add into)")
     out = check.out_array(out, params, {})
     x = params if params.flags.c_contiguous else np.ascontiguousarray(params)
-    grad = out if out is not None else np.empty_like(x)
+    grad = out if out is not None else _kernels.result_empty(x.shape, x.dtype)
     total = _kernels.penalty(x, grad, strength, squared, accumulate, threads)
     return LossResult(strength * total, grad)
 
@@ -342,12 +345,14 @@ def gaussian_kl(mean, log_var, *, reduction="mean", compute_grad=True, out=None,
     v = np.ascontiguousarray(log_var)
     n = m.shape[0]
     grads = hess = None
+    empty = _kernels.result_empty
     if compute_grad:
-        grads = tuple(arrays[i] if arrays[i] is not None else np.empty_like(m) for i in (0, 1))
+        grads = tuple(arrays[i] if arrays[i] is not None else empty(m.shape, m.dtype)
+                      for i in (0, 1))
     if compute_hess:
-        hess = tuple(arrays[2 + i] if arrays[2 + i] is not None else np.empty_like(m)
+        hess = tuple(arrays[2 + i] if arrays[2 + i] is not None else empty(m.shape, m.dtype)
                      for i in (0, 1))
-    loss_out = np.empty(n, dtype=m.dtype) if reduction == "none" else None
+    loss_out = empty((n,), m.dtype) if reduction == "none" else None
     grad_scale = (1.0 / n if n else math.nan) if reduction == "mean" else 1.0
     total = _kernels.gaussian_kl(m, v, grad_scale, grads[0] if grads else None,
                                  grads[1] if grads else None, hess[0] if hess else None,

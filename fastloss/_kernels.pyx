@@ -805,11 +805,11 @@ def softmax_cross_entropy_fast(object logits, object target, object weight, obje
         return None
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        loss_out = result_empty_c(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef double scale = 1.0
     if code == 0:
         scale = 1.0 / denominator if denominator != 0 else float("nan")
@@ -940,11 +940,11 @@ def elementwise_fast(int kind, object input, object target, tuple scalars, int n
         return None   # outside the input's domain: the full path raises with its message
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num)
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num, 0)
+        loss_out = result_empty_c(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num)
     cdef double size = <double>cnp.PyArray_SIZE(x)
     cdef double scale = 1.0 / size if code == 0 else 1.0
     total = run_elementwise(kind, x, t, None, 1, None, 1, values, n, scale, grad, None,
@@ -995,11 +995,11 @@ def softmax_focal_fast(object logits, object target, object alpha, object gamma,
         return None
     cdef cnp.ndarray grad = None
     if compute_grad is True:
-        grad = <cnp.ndarray>out if out is not None else cnp.PyArray_EMPTY(
-            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        grad = <cnp.ndarray>out if out is not None else result_empty_c(
+            2, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef cnp.ndarray loss_out = None
     if code == 2:
-        loss_out = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+        loss_out = result_empty_c(1, cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
     cdef double scale = 1.0
     if code == 0:
         scale = 1.0 / denominator if denominator != 0 else float("nan")
@@ -1012,3 +1012,8 @@ def softmax_focal_fast(object logits, object target, object alpha, object gamma,
     else:
         loss = loss_out
     return tuple.__new__(_LossResult, (loss, grad))
+
+
+# ------------------------------------------------------------------ result buffers (issue 18)
+# result_empty_c / result_empty: the arrays fastloss returns, from a bounded buffer cache
+include "_buffers.pxi"

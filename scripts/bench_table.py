@@ -43,7 +43,6 @@ def median_time(call, repeats: int, min_seconds: float = 0.0) -> float:
 
 
 def inputs(row, n, dtype, rng):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
     kind = row.input_kind
     if kind == "probability":
         x = rng.uniform(0.02, 0.98, n)
@@ -79,9 +78,17 @@ TORCH = {
 }
 
 
+def _table():
+    """This checkout's loss table, read from its file (an older build being compared may not
+    have one; its losses are rows here too)."""
+    import runpy
+    return runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                       "fastloss", "_table.py"))
+
+
 def measure(names, n, repeats, with_torch):
     import fastloss
-    from fastloss._table import ELEMENTWISE_BY_NAME
+    ELEMENTWISE_BY_NAME = _table()["ELEMENTWISE_BY_NAME"]
 
     rng = np.random.default_rng(0)
     results = {}
@@ -142,7 +149,7 @@ def main(argv=None):
         print(json.dumps(measure(names, args.elements, args.repeats, False)))
         return 0
     import fastloss
-    from fastloss._table import ELEMENTWISE
+    ELEMENTWISE = _table()["ELEMENTWISE"]
 
     names = args.losses.split(",") if args.losses else [r.name for r in ELEMENTWISE] + [
         "l1_penalty", "l2_penalty"]
@@ -156,7 +163,7 @@ def main(argv=None):
             for label, path in (("old", args.compare_build), ("new", os.getcwd())):
                 env = dict(os.environ, PYTHONPATH=path)
                 output = subprocess.run(
-                    [sys.executable, __file__, "--worker", "--losses", ",".join(names),
+                    [sys.executable, os.path.abspath(__file__), "--worker", "--losses", ",".join(names),
                      "--elements", str(args.elements), "--repeats", str(args.repeats)],
                     env=env, capture_output=True, text=True, cwd=path, check=True).stdout
                 for name, row in json.loads(output.splitlines()[-1]).items():
