@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     print(f"X: {args.rows} x {args.features} float64 = {data_bytes / 2**20:.0f} MiB in "
           f"{args.chunks} chunks; {args.workers} workers with memory_limit={args.memory_limit}")
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None,
+                      host="127.0.0.1", dashboard_address=None,  # no dashboard; health
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # routes: any port
                       memory_limit=args.memory_limit) as cluster, Client(cluster) as client:
         limit = min(w.memory_limit for w in client.cluster.scheduler.workers.values())
         print(f"worker memory limit {limit / 2**20:.0f} MiB; data / limit = "
