@@ -171,16 +171,15 @@ def test_signature_is_the_single_machine_one_without_out(row):
 
 # ----------------------------------------------------------- every loss, every reduction
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("row, case, option", _cases())
-def test_matches_single_machine(row, case, option, reduction, dtype, compute):
+def _dask_and_single_machine(row, case, option, reduction, dtype):
+    """(fastloss.dask result, single-machine result) on the registry's inputs, the input
+    chunked unevenly, the target chunked otherwise (rechunked to match)."""
     rng = np.random.default_rng(19)
     x, target, kwargs = case.make(rng, np.dtype(dtype), case.shapes["small"], option)
     kwargs = case.call_kwargs(kwargs)
     expected = getattr(fastloss, row.name)(x, target, reduction=reduction, **kwargs)
     dx, dkwargs = _to_dask(x, kwargs, row, rng)
-    dtarget = da.from_array(target, chunks=(7,) + target.shape[1:])  # rechunked to match
+    dtarget = da.from_array(target, chunks=(7,) + target.shape[1:])
     result = getattr(fld, row.name)(dx, dtarget, reduction=reduction, **dkwargs)
     assert isinstance(result, fastloss.LossResult)
     assert isinstance(result.grad, da.Array) and result.grad.chunks == dx.chunks
@@ -189,7 +188,42 @@ def test_matches_single_machine(row, case, option, reduction, dtype, compute):
         assert isinstance(result.loss, da.Array) and result.loss.chunks == dx.chunks[:per_sample]
     else:
         assert isinstance(result.loss, da.Array) and result.loss.shape == ()
-    _assert_matches_single_machine(_compute_result(compute, result), expected, reduction)
+    return result, expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("row, case, option", _cases())
+def test_matches_single_machine(row, case, option, reduction, dtype):
+    """Threaded scheduler, one case per test."""
+    result, expected = _dask_and_single_machine(row, case, option, reduction, dtype)
+    computed = dask.compute(*result, scheduler="threads", num_workers=4)
+    _assert_matches_single_machine(computed, expected, reduction)
+
+
+@pytest.mark.parametrize("row", [r for r in EXPORTED if r.name in CASE_BY_NAME],
+                         ids=lambda row: row.name)
+def test_matches_single_machine_on_cluster(row, client):
+    """The same cases on the 2-worker cluster: every option, reduction and dtype of a loss
+    computed in one client.compute call (one round trip), then checked one by one."""
+    case = CASE_BY_NAME[row.name]
+    labels, collections, expectations = [], [], []
+    for option in case.options:
+        for reduction in ["mean", "sum", "none"]:
+            for dtype in DTYPES:
+                result, expected = _dask_and_single_machine(row, case, option, reduction, dtype)
+                labels.append((option_id(option), reduction, np.dtype(dtype).name))
+                collections.extend(result)
+                expectations.append((expected, reduction))
+    computed = client.compute(collections, sync=True)
+    failures = []
+    for index, (label, (expected, reduction)) in enumerate(zip(labels, expectations)):
+        try:
+            _assert_matches_single_machine(computed[2 * index:2 * index + 2], expected,
+                                           reduction)
+        except AssertionError as error:
+            failures.append(f"{label}: {error}")
+    assert not failures, "\n".join(failures)
 
 
 def _per_sample(value, x):
