@@ -32,13 +32,15 @@ Every chunk runs fastloss's own kernel on its rows with ``reduction="sum"`` (``"
 - Per-chunk kernels run with ``n_threads=1`` by default: Dask owns the parallelism (one
   task per worker thread). Pass ``n_threads`` to change it (None: OpenMP's default).
 
-Accuracy with respect to ``fastloss.<name>`` on the computed arrays: the per-sample losses
-(``"none"``) and the gradients of ``"sum"`` and ``"none"`` come from the same kernel
-arithmetic and are the same (each sample's result does not depend on its neighbours); the
-``"sum"``/``"mean"`` loss differs only in the order its double partial sums are added
-(double rounding); the ``"mean"`` gradient is the unscaled gradient rounded to the input's
-dtype and then multiplied by 1 / D, where the single-machine kernel folds 1 / D in before
-its one rounding, so they agree to within an ulp or two of the input's dtype.
+Accuracy. Each chunk's per-sample losses and "sum"/"none" gradient are, bit for bit, those of
+``fastloss.<name>`` called on that chunk's rows. Against one call on the whole computed array:
+the ``"sum"``/``"mean"`` loss differs only in the order its double partial sums are added
+(double rounding); per-sample values agree to the rounding of the input's dtype (an
+element's last bit can depend on where it sits in the array a SIMD kernel is given: near the
+end of a call it may take the scalar tail path, and chunking moves those ends); the
+``"mean"`` gradient is the rounded sum gradient multiplied by 1 / D, where the single-machine
+kernel folds 1 / D into its terms before it rounds: the two agree to the rounding of the
+input's dtype relative to those terms.
 
 Targets and per-sample weights that are chunked differently are rechunked to the input's
 chunks along axis 0. Arrays that do not vary along the sample axis (class weights, a weight
@@ -76,7 +78,7 @@ import fastloss
 from fastloss import LossResult
 
 ELEMENTWISE = "elementwise"   # any shape; a loss per element; "none" has the input's shape
-CLASS_AXIS = "class_axis"     # (N, C) logits; a loss per sample (row); "none" has shape (N,)
+CLASS_AXIS = "class_axis"     # (N, C, ...) logits; a loss per sample; "none" drops axis 1
 
 # children per node of the tree that adds the per-chunk double sums in chunk order
 SPLIT_EVERY = 32
@@ -260,7 +262,9 @@ def _scale_gradient(grad: np.ndarray, denominator: float, ignored_rows, arrays) 
     if ignored_rows is None:
         grad[...] = np.nan
         return
-    grad[~ignored_rows(arrays["target"])] = np.nan
+    # the class axis is axis 1: a sample's mask spreads along it
+    kept = ~np.expand_dims(ignored_rows(arrays["target"]), 1)
+    np.copyto(grad, np.nan, where=kept)
 
 
 def _chunk_total(result) -> float:
@@ -483,12 +487,14 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
                         meta=np.empty((0,) * x.ndim, x.dtype))
     loss_name = f"{loss.name}-loss-{token}"
     if reduction == "none":
-        per_sample_ndim = 1 if loss.layout == CLASS_AXIS else x.ndim
-        dsk = {(loss_name, i) + (0,) * (per_sample_ndim - 1):
+        # per sample: the input's shape, without the class axis (axis 1) of class-axis losses
+        per_sample_chunks = (x.chunks[:1] + x.chunks[2:] if loss.layout == CLASS_AXIS
+                             else x.chunks)
+        dsk = {(loss_name, i) + (0,) * (len(per_sample_chunks) - 1):
                (operator.getitem, (kernel_name, i), 2) for i in range(n_chunks)}
         loss_value = da.Array(HighLevelGraph.from_collections(loss_name, dsk, [chunk_results]),
-                              loss_name, chunks=x.chunks[:per_sample_ndim], dtype=x.dtype,
-                              meta=np.empty((0,) * per_sample_ndim, x.dtype))
+                              loss_name, chunks=per_sample_chunks, dtype=x.dtype,
+                              meta=np.empty((0,) * len(per_sample_chunks), x.dtype))
         return LossResult(loss_value, grad)
     dsk = {}
     root = _add_ordered_tree(dsk, f"{loss_name}-total", [(kernel_name, i) for i in range(n_chunks)],

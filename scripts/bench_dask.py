@@ -12,8 +12,12 @@ logits ((N, D) logits, soft targets), "mean" reduction:
 - ratio: wall / in memory;
 - overhead per chunk: the worker time not spent running tasks, (wall x workers - busy) /
   chunks, where busy is the tasks' compute time from the scheduler's task stream;
-- tiny: the wall time of the same graph over one element per chunk (pure scheduling), per
-  chunk.
+- tiny: the wall time of the same graph over one sample per chunk (pure scheduling), per
+  chunk;
+- transfers: the time the workers spent moving data between them (task stream).
+
+The targets' chunks are made from (on the worker of) the logits' chunks, as data loaded
+together would be.
 
     python scripts/bench_dask.py                      # 2^27 elements, 64 chunks
     python scripts/bench_dask.py --log2-elements 25   # a smaller run
@@ -42,10 +46,11 @@ def _softmax_block(n_classes, seed, block_info=None):
     return rng.standard_normal((rows, n_classes), dtype=np.float32) * np.float32(3)
 
 
-def _class_block(n_classes, seed, block_info=None):
+def _class_block(x_block, n_classes, seed, block_info=None):
+    # takes the logits' block only to run where it is (as data loaded together would be)
     info = block_info[None]
     rng = np.random.default_rng([seed, info["chunk-location"][0], 1])
-    return rng.integers(0, n_classes, info["chunk-shape"][0], dtype=np.int64)
+    return rng.integers(0, n_classes, x_block.shape[0], dtype=np.int64)
 
 
 def _logit_block(width, seed, block_info=None):
@@ -54,10 +59,10 @@ def _logit_block(width, seed, block_info=None):
     return rng.standard_normal((info["chunk-shape"][0], width), dtype=np.float32)
 
 
-def _soft_block(width, seed, block_info=None):
+def _soft_block(x_block, width, seed, block_info=None):
     info = block_info[None]
     rng = np.random.default_rng([seed, info["chunk-location"][0], 1])
-    return rng.random((info["chunk-shape"][0], width), dtype=np.float32)
+    return rng.random(x_block.shape, dtype=np.float32)
 
 
 def make_problem(name: str, n_elements: int, n_chunks: int, seed: int = 0):
@@ -74,8 +79,9 @@ def make_problem(name: str, n_elements: int, n_chunks: int, seed: int = 0):
     row_chunks = (rows // n_chunks,) * n_chunks
     x = da.map_blocks(make_x, width, seed, chunks=(row_chunks, (width,)), dtype=np.float32,
                       meta=np.empty((0, 0), np.float32))
-    t_chunks = (row_chunks, (width,))[:t_axes]
-    t = da.map_blocks(make_t, width, seed, chunks=t_chunks, dtype=t_meta.dtype, meta=t_meta)
+    # each target chunk is made from (on the worker of) its logits chunk
+    t = x.map_blocks(make_t, width, seed, dtype=t_meta.dtype, meta=t_meta,
+                     drop_axis=1 if t_axes == 1 else ())
     return x, t
 
 
@@ -83,7 +89,7 @@ def time_cluster(client, name, x, t, repeats):
     from distributed import get_task_stream, wait
 
     function = getattr(fastloss.dask, name)
-    times, overheads = [], []
+    times, overheads, transfers = [], [], []
     n_workers = len(client.scheduler_info()["workers"])
     for _ in range(repeats + 1):  # the first run warms up (imports, pools) and is dropped
         with get_task_stream(client) as stream:
@@ -96,10 +102,14 @@ def time_cluster(client, name, x, t, repeats):
             wall = time.perf_counter() - start
         busy = sum(part["stop"] - part["start"] for task in stream.data
                    for part in task["startstops"] if part["action"] == "compute")
+        moved = sum(part["stop"] - part["start"] for task in stream.data
+                    for part in task["startstops"] if part["action"] == "transfer")
         times.append(wall)
         overheads.append((wall * n_workers - busy) / x.numblocks[0])
+        transfers.append(moved)
         del grad, loss
-    return statistics.median(times[1:]), statistics.median(overheads[1:]), value
+    return (statistics.median(times[1:]), statistics.median(overheads[1:]), value,
+            statistics.median(transfers[1:]))
 
 
 def time_tiny(client, name, n_chunks, repeats):
@@ -155,23 +165,23 @@ def main(argv=None) -> int:
         for name in args.losses:
             x, t = make_problem(name, n_elements, args.chunks)
             x, t = client.persist([x, t])
-            wall, overhead, value = time_cluster(client, name, x, t, args.repeats)
+            wall, overhead, value, moved = time_cluster(client, name, x, t, args.repeats)
             tiny = time_tiny(client, name, args.chunks, args.repeats)
             x_mem, t_mem = dask.compute(x, t)  # the same data, in this process
             del x, t
             in_memory, expected = time_in_memory(name, x_mem, t_mem, args.repeats)
             del x_mem, t_mem
             assert abs(value - expected) <= 1e-12 * abs(expected), (value, expected)
-            rows.append((name, wall, in_memory, overhead, tiny))
+            rows.append((name, wall, in_memory, overhead, tiny, moved))
             print(f"  {name}: done ({time.strftime('%H:%M:%S')})", flush=True)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print("| loss | cluster wall (s) | in memory (s) | ratio | overhead per chunk (ms) "
-          "| tiny graph per chunk (ms) |")
-    print("|---|---|---|---|---|---|")
-    for name, wall, in_memory, overhead, tiny in rows:
+          "| tiny graph per chunk (ms) | transfers (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, wall, in_memory, overhead, tiny, moved in rows:
         print(f"| {name} | {wall:.3f} | {in_memory:.3f} | {wall / in_memory:.2f} | "
-              f"{overhead * 1e3:.2f} | {tiny * 1e3:.2f} |")
+              f"{overhead * 1e3:.2f} | {tiny * 1e3:.2f} | {moved:.3f} |")
     return 0
 
 

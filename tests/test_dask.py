@@ -184,8 +184,8 @@ def _dask_and_single_machine(row, case, option, reduction, dtype):
     assert isinstance(result, fastloss.LossResult)
     assert isinstance(result.grad, da.Array) and result.grad.chunks == dx.chunks
     if reduction == "none":
-        per_sample = 1 if row.layout == fld.CLASS_AXIS else x.ndim
-        assert isinstance(result.loss, da.Array) and result.loss.chunks == dx.chunks[:per_sample]
+        per_sample = dx.chunks[:1] + dx.chunks[2:] if row.layout == fld.CLASS_AXIS else dx.chunks
+        assert isinstance(result.loss, da.Array) and result.loss.chunks == per_sample
     else:
         assert isinstance(result.loss, da.Array) and result.loss.shape == ()
     return result, expected
