@@ -267,10 +267,6 @@ def _scale_gradient(grad: np.ndarray, denominator: float, ignored_rows, arrays) 
     np.copyto(grad, np.nan, where=kept)
 
 
-def _chunk_total(result) -> float:
-    return result[0]
-
-
 def _ordered_sum(*parts) -> float:
     """Adds the parts left to right in double: the order is the chunk order."""
     total = 0.0
@@ -285,24 +281,18 @@ def _averaged_loss(total: float, denominator: Optional[float]) -> np.float64:
     return np.float64(total / denominator if denominator != 0 else math.nan)
 
 
-def _add_ordered_tree(dsk: dict, name: str, leaves: list, leaf_func: Callable) -> tuple:
-    """Tasks that add the leaves' values in order (leaf_func applied to each leaf) through a
-    tree with SPLIT_EVERY children per node; returns the root key. The shape depends only on
-    len(leaves)."""
+def _add_ordered_tree(dsk: dict, name: str, leaves: list) -> tuple:
+    """Tasks that add the leaves' values (floats) in order through a tree with SPLIT_EVERY
+    children per node; returns the root key. The shape depends only on len(leaves)."""
     level = 0
     keys = leaves
-    func = leaf_func
     while True:
         groups = [keys[i:i + SPLIT_EVERY] for i in range(0, len(keys), SPLIT_EVERY)] or [[]]
         keys = []
         for index, group in enumerate(groups):
             key = (f"{name}-level{level}", index)
-            if func is _chunk_total:
-                dsk[key] = (_ordered_sum,) + tuple((_chunk_total, k) for k in group)
-            else:
-                dsk[key] = (_ordered_sum,) + tuple(group)
+            dsk[key] = (_ordered_sum,) + tuple(group)
             keys.append(key)
-        func = None
         level += 1
         if len(keys) == 1:
             return keys[0]
@@ -446,7 +436,7 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
             dsk[key] = ((data_denominator.part, chunk_key(sample, i))
                         + ((whole_key(whole),) if whole is not None else ()))
             leaves.append(key)
-        root = _add_ordered_tree(dsk, name, leaves, None)
+        root = _add_ordered_tree(dsk, name, leaves)
         dsk[(name,)] = (operator.pos, root)
         deps = [sample] + ([whole] if whole is not None else [])
         denominator_array = da.Array(HighLevelGraph.from_collections(name, dsk, deps), name,
@@ -496,9 +486,11 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
                               loss_name, chunks=per_sample_chunks, dtype=x.dtype,
                               meta=np.empty((0,) * len(per_sample_chunks), x.dtype))
         return LossResult(loss_value, grad)
-    dsk = {}
-    root = _add_ordered_tree(dsk, f"{loss_name}-total", [(kernel_name, i) for i in range(n_chunks)],
-                             _chunk_total)
+    # each chunk's sum split off its result where it is (the tree must not move gradients)
+    dsk = {(f"{loss_name}-part", i): (operator.getitem, (kernel_name, i), 0)
+           for i in range(n_chunks)}
+    root = _add_ordered_tree(dsk, f"{loss_name}-total",
+                             [(f"{loss_name}-part", i) for i in range(n_chunks)])
     deps = [chunk_results]
     if denominator_array is not None:
         dsk[(loss_name,)] = (_averaged_loss, root, (denominator_array.name,))
