@@ -235,7 +235,9 @@ class _ChunkKernel:
 
     def __call__(self, x, *values):
         values = list(values)
-        denominator = values.pop() if self.averaged and self.denominator is None else self.denominator
+        denominator = self.denominator
+        if self.averaged and denominator is None:  # formed from the data: the last value
+            denominator = values.pop()
         arrays = dict(zip(self.array_names, values))
         try:
             result = getattr(fastloss, self.name)(
@@ -349,7 +351,9 @@ def _whole(array):
     if not isinstance(array, da.Array):
         array = np.asarray(array)
         return da.from_array(array, chunks=array.shape if array.ndim else ())
-    return array.rechunk(array.shape if array.ndim else ()) if array.numblocks != (1,) * array.ndim else array
+    if array.numblocks != (1,) * array.ndim:
+        array = array.rechunk(array.shape)
+    return array
 
 
 def _sort_arguments(loss: DaskLoss, input_name: str, arguments: Dict[str, Any]) -> _Call:
@@ -391,8 +395,12 @@ def _check_like_single_machine(call: _Call, kernel: Callable, reduction, compute
         original = call.arguments[name]
         stand_ins[name] = original if isinstance(original, np.ndarray) or not isinstance(
             original, da.Array) else np.ones(array.shape, dtype=array.dtype)
-    kernel(np.zeros((0,) + x.shape[1:], dtype=x.dtype), **stand_ins, **call.options,
-           reduction=reduction, compute_grad=compute_grad, n_threads=n_threads)
+    try:
+        kernel(np.zeros((0,) + x.shape[1:], dtype=x.dtype), **stand_ins, **call.options,
+               reduction=reduction, compute_grad=compute_grad, n_threads=n_threads)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"fastloss.dask.{call.loss.name}: {error} (checked on empty "
+                          f"stand-ins of the chunks: axis 0 shows as 0)") from error
 
 
 def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,

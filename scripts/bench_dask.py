@@ -14,7 +14,9 @@ logits ((N, D) logits, soft targets), "mean" reduction:
   chunks, where busy is the tasks' compute time from the scheduler's task stream;
 - tiny: the wall time of the same graph over one sample per chunk (pure scheduling), per
   chunk;
-- transfers: the time the workers spent moving data between them (task stream).
+- transfers: the time the workers spent moving data between them (task stream);
+- chunk task: the median compute time of a chunk's kernel task on a worker, beside the same
+  call on one chunk in this process (n_threads=1, the gradient freshly allocated in both).
 
 The targets' chunks are made from (on the worker of) the logits' chunks, as data loaded
 together would be.
@@ -89,7 +91,7 @@ def time_cluster(client, name, x, t, repeats):
     from distributed import get_task_stream, wait
 
     function = getattr(fastloss.dask, name)
-    times, overheads, transfers = [], [], []
+    times, overheads, transfers, kernels = [], [], [], []
     n_workers = len(client.scheduler_info()["workers"])
     for _ in range(repeats + 1):  # the first run warms up (imports, pools) and is dropped
         with get_task_stream(client) as stream:
@@ -104,12 +106,16 @@ def time_cluster(client, name, x, t, repeats):
                    for part in task["startstops"] if part["action"] == "compute")
         moved = sum(part["stop"] - part["start"] for task in stream.data
                     for part in task["startstops"] if part["action"] == "transfer")
+        kernel_times = [part["stop"] - part["start"] for task in stream.data
+                        if "-chunk-" in str(task["key"])
+                        for part in task["startstops"] if part["action"] == "compute"]
         times.append(wall)
         overheads.append((wall * n_workers - busy) / x.numblocks[0])
         transfers.append(moved)
+        kernels.append(statistics.median(kernel_times))
         del grad, loss
     return (statistics.median(times[1:]), statistics.median(overheads[1:]), value,
-            statistics.median(transfers[1:]))
+            statistics.median(transfers[1:]), statistics.median(kernels[1:]))
 
 
 def time_tiny(client, name, n_chunks, repeats):
@@ -127,12 +133,12 @@ def time_tiny(client, name, n_chunks, repeats):
     return statistics.median(times[1:]) / n_chunks
 
 
-def time_in_memory(name, x, t, repeats):
+def time_in_memory(name, x, t, repeats, n_threads=None):
     function = getattr(fastloss, name)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        value, grad = function(x, t)
+        value, grad = function(x, t, n_threads=n_threads)
         times.append(time.perf_counter() - start)
         del grad
     return statistics.median(times[1:]), value
@@ -165,23 +171,29 @@ def main(argv=None) -> int:
         for name in args.losses:
             x, t = make_problem(name, n_elements, args.chunks)
             x, t = client.persist([x, t])
-            wall, overhead, value, moved = time_cluster(client, name, x, t, args.repeats)
+            wall, overhead, value, moved, kernel = time_cluster(client, name, x, t,
+                                                               args.repeats)
             tiny = time_tiny(client, name, args.chunks, args.repeats)
             x_mem, t_mem = dask.compute(x, t)  # the same data, in this process
             del x, t
             in_memory, expected = time_in_memory(name, x_mem, t_mem, args.repeats)
+            rows_per_chunk = x_mem.shape[0] // args.chunks
+            one_chunk = time_in_memory(name, x_mem[:rows_per_chunk], t_mem[:rows_per_chunk],
+                                       args.repeats, n_threads=1)[0]
             del x_mem, t_mem
             assert abs(value - expected) <= 1e-12 * abs(expected), (value, expected)
-            rows.append((name, wall, in_memory, overhead, tiny, moved))
+            rows.append((name, wall, in_memory, overhead, tiny, moved, kernel, one_chunk))
             print(f"  {name}: done ({time.strftime('%H:%M:%S')})", flush=True)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     print("| loss | cluster wall (s) | in memory (s) | ratio | overhead per chunk (ms) "
-          "| tiny graph per chunk (ms) | transfers (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, wall, in_memory, overhead, tiny, moved in rows:
+          "| tiny graph per chunk (ms) | transfers (s) | chunk task (ms) "
+          "| chunk in memory, 1 thread (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, wall, in_memory, overhead, tiny, moved, kernel, one_chunk in rows:
         print(f"| {name} | {wall:.3f} | {in_memory:.3f} | {wall / in_memory:.2f} | "
-              f"{overhead * 1e3:.2f} | {tiny * 1e3:.2f} | {moved:.3f} |")
+              f"{overhead * 1e3:.2f} | {tiny * 1e3:.2f} | {moved:.3f} | {kernel * 1e3:.1f} "
+              f"| {one_chunk * 1e3:.1f} |")
     return 0
 
 

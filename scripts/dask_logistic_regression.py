@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     w_mem, b_mem, losses_mem = fit_in_memory(features, labels, args.iterations,
                                              args.learning_rate)
     print(f"in-memory fit: {time.perf_counter() - start:.1f} s, final loss {losses_mem[-1]:.15f}")
-    difference = max(np.max(np.abs(w_dask - w_mem) / np.abs(w_mem)), abs(b_dask - b_mem) / abs(b_mem))
+    difference = max(np.max(np.abs(w_dask - w_mem) / np.abs(w_mem)),
+                     abs(b_dask - b_mem) / abs(b_mem))
     print(f"max relative difference of the coefficients: {difference:.2e}")
     np.testing.assert_allclose(w_dask, w_mem, rtol=1e-10)
     np.testing.assert_allclose(b_dask, b_mem, rtol=1e-10)

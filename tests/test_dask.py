@@ -164,7 +164,8 @@ def test_signature_is_the_single_machine_one_without_out(row):
     own = inspect.signature(getattr(fld, row.name)).parameters
     single = inspect.signature(getattr(fastloss, row.name)).parameters
     assert "out" not in own
-    assert [n for n in single if n not in ("out", "hess_out", "lse_out", "compute_hess")] == list(own)
+    dropped = ("out", "hess_out", "lse_out", "compute_hess")
+    assert [n for n in single if n not in dropped] == list(own)
     assert own["n_threads"].default == 1
     assert f"fastloss.{row.name}" in getattr(fld, row.name).__doc__
 
@@ -227,7 +228,8 @@ def test_matches_single_machine_on_cluster(row, client):
 
 
 def _per_sample(value, x):
-    return isinstance(value, np.ndarray) and value.ndim == x.ndim and value.shape[0] == x.shape[0] > 1
+    return (isinstance(value, np.ndarray) and value.ndim == x.ndim
+            and value.shape[0] == x.shape[0] > 1)
 
 
 @pytest.mark.parametrize("reduction", ["sum", "none"])
@@ -414,7 +416,8 @@ def _determinism_calls(rng):
     x, target, _ = _class_inputs(n=5000, c=17, seed=23)
     target[rng.random(5000) < 0.2] = -100
     weight = rng.uniform(0.2, 2.0, 17).astype(np.float32)
-    chunks = tuple(int(s) for s in np.diff(np.r_[0, np.sort(rng.choice(4999, 40, replace=False) + 1), 5000]))
+    cuts = np.sort(rng.choice(4999, 40, replace=False) + 1)
+    chunks = tuple(int(s) for s in np.diff(np.r_[0, cuts, 5000]))
     dx = da.from_array(x, chunks=(chunks, 17))
     z = rng.standard_normal((5000, 3)).astype(np.float32)
     dz = da.from_array(z, chunks=(chunks, 3))
