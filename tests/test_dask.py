@@ -66,15 +66,26 @@ def _compute_result(compute, result):
 
 # ----------------------------------------------------------------------------- helpers
 
-def _cases(shape_kind="small"):
-    """(row, case, option) for every exported row and every option of its registry case."""
+def _reductions(row):
+    """"mean", "sum", "none" and the row's other averaging reductions (kl_div's "batchmean")."""
+    return ["mean", "sum", "none"] + [r for r in row.denominators if r != "mean"]
+
+
+def _cases(with_reductions=False):
+    """(row, case, option[, reduction]) for every exported row, every option of its registry
+    case (and every reduction of the row)."""
     out = []
     for row in EXPORTED:
         case = CASE_BY_NAME.get(row.name)
         if case is None:  # test_every_exported_loss_is_enrolled reports it
             continue
         for option in case.options:
-            out.append(pytest.param(row, case, option, id=f"{row.name}-{option_id(option)}"))
+            name = f"{row.name}-{option_id(option)}"
+            if not with_reductions:
+                out.append(pytest.param(row, case, option, id=name))
+                continue
+            for reduction in _reductions(row):
+                out.append(pytest.param(row, case, option, reduction, id=f"{name}-{reduction}"))
     return out
 
 
@@ -150,6 +161,10 @@ def test_exported_names_follow_the_table():
                  "huber", "smooth_l1", "sigmoid_focal"]:
         assert name in exported
     assert len({row.name for row in fld.LOSSES}) == len(fld.LOSSES)
+    # the element-wise losses of the second wave have rows, exported once they land
+    for name in ["mse", "mae", "pinball", "log_cosh", "poisson_nll", "tweedie", "hinge",
+                 "squared_hinge", "soft_margin", "binary_cross_entropy", "kl_div"]:
+        assert name in {row.name for row in fld.LOSSES}
 
 
 @pytest.mark.parametrize("row", EXPORTED, ids=lambda row: row.name)
@@ -193,8 +208,7 @@ def _dask_and_single_machine(row, case, option, reduction, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("row, case, option", _cases())
+@pytest.mark.parametrize("row, case, option, reduction", _cases(with_reductions=True))
 def test_matches_single_machine(row, case, option, reduction, dtype):
     """Threaded scheduler, one case per test."""
     result, expected = _dask_and_single_machine(row, case, option, reduction, dtype)
@@ -210,7 +224,7 @@ def test_matches_single_machine_on_cluster(row, client):
     case = CASE_BY_NAME[row.name]
     labels, collections, expectations = [], [], []
     for option in case.options:
-        for reduction in ["mean", "sum", "none"]:
+        for reduction in _reductions(row):
             for dtype in DTYPES:
                 result, expected = _dask_and_single_machine(row, case, option, reduction, dtype)
                 labels.append((option_id(option), reduction, np.dtype(dtype).name))
@@ -550,3 +564,45 @@ def test_logistic_regression_example(client):
     np.testing.assert_allclose(w_dask, w_mem, rtol=1e-12)
     assert b_dask == pytest.approx(b_mem, rel=1e-12)
     np.testing.assert_allclose(losses, losses_mem, rtol=1e-13)
+
+
+# ------------------------------------------------------------- a loss added later: one row
+
+def _fake_weighted_mse(input, target, *, weight=None, reduction="mean", compute_grad=True,
+                       out=None, n_threads=None):
+    """A stand-in single-machine loss with the second wave's shape (weight= broadcastable to
+    the input): w (x - t)^2, gradient 2 w (x - t); "mean" over the elements."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"unknown reduction {reduction!r}")
+    x = np.asarray(input)
+    difference = x - np.asarray(target, dtype=x.dtype)
+    w = np.ones((), x.dtype) if weight is None else np.asarray(weight, dtype=x.dtype)
+    loss = np.broadcast_to(w * difference * difference, x.shape).astype(x.dtype)
+    grad = np.broadcast_to(2 * w * difference, x.shape).astype(x.dtype) if compute_grad else None
+    if reduction == "none":
+        return fastloss.LossResult(loss, grad)
+    total = float(np.sum(loss, dtype=np.float64))
+    if reduction == "sum":
+        return fastloss.LossResult(total, grad)
+    if grad is not None:
+        grad = grad * x.dtype.type(1 / x.size) if x.size else grad
+    return fastloss.LossResult(total / x.size if x.size else math.nan, grad)
+
+
+@pytest.mark.parametrize("weight_shape", [None, (), (7,), (30, 7), (30, 1)])
+def test_a_new_row_is_enough(monkeypatch, weight_shape):
+    """A row of the table and a single-machine function are all a loss needs: here a stand-in
+    for a weighted element-wise loss, with every weight layout (threaded scheduler: the
+    stand-in lives in this process only)."""
+    monkeypatch.setattr(fastloss, "fake_weighted_mse", _fake_weighted_mse, raising=False)
+    row = fld.DaskLoss("fake_weighted_mse", fld.ELEMENTWISE, broadcast_args=("weight",))
+    function = fld._make_function(row, _fake_weighted_mse)
+    rng = np.random.default_rng(2)
+    x, target = rng.standard_normal((30, 7)), rng.standard_normal((30, 7))
+    weight = None if weight_shape is None else rng.uniform(0.5, 2.0, weight_shape)
+    dx = da.from_array(x, chunks=((4, 11, 15), 7))
+    for reduction in ["mean", "sum", "none"]:
+        expected = _fake_weighted_mse(x, target, weight=weight, reduction=reduction)
+        result = function(dx, target, weight=weight, reduction=reduction)
+        _assert_matches_single_machine(dask.compute(*result, scheduler="threads"), expected,
+                                       reduction)
