@@ -69,8 +69,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-import dask  # the Dask package (absolute import: this module is fastloss.dask)
-import dask.array as da
+import dask.array as da  # the Dask package (absolute imports: this module is fastloss.dask)
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
@@ -222,7 +221,6 @@ class _ChunkKernel:
     for the averaging reductions."""
 
     name: str
-    input_name: str
     array_names: Tuple[str, ...]   # the keyword names of the array arguments passed
     options: Tuple[Tuple[str, Any], ...]
     kernel_reduction: str          # "sum" or "none"
@@ -459,7 +457,7 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
     dsk = {}
     for i in range(n_chunks):
         task = _ChunkKernel(
-            loss.name, input_name, array_names, tuple(sorted(call.options.items())),
+            loss.name, array_names, tuple(sorted(call.options.items())),
             "none" if reduction == "none" else "sum", bool(compute_grad), n_threads, averaged,
             None if data_denominator is not None else denominator, ignored,
             (int(offsets[i]), int(offsets[i + 1])))
