@@ -36,43 +36,32 @@ def softmax_cross_entropy_fast(
     n_threads: Any,
 ) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
 ELEMENTWISE_CHUNK: int
-ELEMENTWISE_BCE: int
-ELEMENTWISE_HUBER: int
-ELEMENTWISE_SMOOTH_L1: int
-ELEMENTWISE_SIGMOID_FOCAL: int
+ELEMENTWISE_KERNEL_COUNT: int
 
-def binary_cross_entropy_with_logits(
-    logits: np.ndarray,
+def elementwise(
+    kind: int,
+    input: np.ndarray,
     target: np.ndarray,
     weight: Optional[np.ndarray],
     weight_period: int,
-    pos_weight: Optional[np.ndarray],
-    pos_weight_period: int,
+    param: Optional[np.ndarray],
+    param_period: int,
+    scalars: Tuple[float, ...],
     grad_scale: float,
     grad: Optional[np.ndarray],
+    hess: Optional[np.ndarray],
     loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...
-def huber(
-    input: np.ndarray,
-    target: np.ndarray,
-    delta: float,
-    loss_scale: float,
-    grad_scale: float,
-    grad: Optional[np.ndarray],
-    loss_out: Optional[np.ndarray],
-    n_threads: int,
-) -> float: ...
-def sigmoid_focal(
-    logits: np.ndarray,
-    target: np.ndarray,
-    alpha: float,
-    gamma: float,
-    grad_scale: float,
-    grad: Optional[np.ndarray],
-    loss_out: Optional[np.ndarray],
-    n_threads: int,
-) -> float: ...
+def penalty(params: np.ndarray, grad: np.ndarray, strength: float, squared: bool,
+            accumulate: bool, n_threads: int) -> float: ...
+def gaussian_kl(mean: np.ndarray, log_var: np.ndarray, grad_scale: float,
+                grad_mean: Optional[np.ndarray], grad_log_var: Optional[np.ndarray],
+                hess_mean: Optional[np.ndarray], hess_log_var: Optional[np.ndarray],
+                loss_out: Optional[np.ndarray], n_threads: int) -> float: ...
+def count_outside(values: np.ndarray, low: float, high: float, n_threads: int) -> int: ...
+def _register_domains(kind: int, domains: List[Tuple[Optional[float], Optional[float], bool, bool]],
+                      input_domain: Optional[Tuple[float, float]] = ...) -> None: ...
 def softmax_focal(
     logits: np.ndarray,
     target: np.ndarray,
@@ -89,13 +78,13 @@ def elementwise_fast(
     kind: int,
     input: Any,
     target: Any,
-    first: Any,
-    second: Any,
+    scalars: Tuple[Any, ...],
+    n_checked: int,
     reduction: Any,
     compute_grad: Any,
     out: Any,
     n_threads: Any,
-) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
+) -> Optional[Any]: ...
 def softmax_focal_fast(
     logits: Any,
     target: Any,
