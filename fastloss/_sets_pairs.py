@@ -203,8 +203,8 @@ def dice(input, target, *, activation="sigmoid", smooth=1e-5, squared=False, bat
 
     then through the activation: sigmoid'(x) = e / (1 + e)^2 with e = exp(-|x|) (stable where
     sigmoid rounds to 1), softmax: dx_c = p_c (dp_c - sum_k p_k dp_k). Two empty masks give
-    f = 0 (1 - s / s); with smooth = 0 they give nan, as MONAI. The sums are accumulated in
-    double. A (sample, class) slice (a sample's C slices with softmax) that fits in L2 is read
+    f = 0 (1 - s / s); with smooth = 0 they give nan, as MONAI. The sums add chunks of 512
+    elements (summed in the input's precision) in double. A (sample, class) slice (a sample's C slices with softmax) that fits in L2 is read
     from memory once: a sums pass, then the gradient pass from cache; batch=True reads the
     input and the target twice (the class sums span every sample).
     """
