@@ -119,3 +119,17 @@ def show_config(file=None) -> dict:
     lines = [f"{key:<{width}} : {value}" for key, value in info.items()]
     print("\n".join(lines), file=file if file is not None else sys.stdout)
     return info
+
+# ---- sets and pairs (issue 14): the overlap losses and the pair and triplet losses
+from ._sets_pairs import (  # noqa: E402
+    contrastive,
+    cosine_embedding,
+    dice,
+    jaccard,
+    margin_ranking,
+    triplet_margin,
+    tversky,
+)
+
+__all__ += ["dice", "jaccard", "tversky", "triplet_margin", "contrastive", "cosine_embedding",
+            "margin_ranking"]

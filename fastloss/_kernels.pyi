@@ -117,3 +117,52 @@ BUFFER_SLOTS: int
 def result_empty(shape: Any, dtype: Any) -> np.ndarray: ...
 def _buffer_cache_set_max(max_bytes: int) -> int: ...
 def _buffer_cache_stats() -> dict: ...
+# ---- sets and pairs (issue 14)
+ACTIVATIONS: dict
+OVERLAP_DICE: int
+OVERLAP_JACCARD: int
+OVERLAP_TVERSKY: int
+PAIR_TRIPLET: int
+PAIR_CONTRASTIVE: int
+PAIR_COSINE: int
+PAIR_RANKING: int
+NORM_2: int
+NORM_1: int
+NORM_INF: int
+NORM_GENERAL: int
+
+def overlap(
+    input: np.ndarray,
+    target: Optional[np.ndarray],
+    target_index: Optional[np.ndarray],
+    weight: np.ndarray,
+    activation: int,
+    kind: int,
+    squared: bool,
+    batch: bool,
+    first_class: int,
+    smooth: float,
+    alpha: float,
+    beta: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    n_threads: int,
+) -> Tuple[float, np.ndarray]: ...
+def pairs(
+    kind: int,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    x3: Optional[np.ndarray],
+    target: Optional[np.ndarray],
+    g1: Optional[np.ndarray],
+    g2: Optional[np.ndarray],
+    g3: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    norm: int,
+    swap: bool,
+    p: float,
+    eps: float,
+    margin: float,
+    grad_scale: float,
+    n_threads: int,
+) -> float: ...

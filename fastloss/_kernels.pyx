@@ -1017,3 +1017,274 @@ def softmax_focal_fast(object logits, object target, object alpha, object gamma,
 # ------------------------------------------------------------------ result buffers (issue 18)
 # result_empty_c / result_empty: the arrays fastloss returns, from a bounded buffer cache
 include "_buffers.pxi"
+# ------------------------------------------------------------------ sets and pairs (issue 14)
+#
+# The overlap losses (Dice, Jaccard, Tversky; fl_overlap.inc) and the pair and triplet losses
+# (fl_pairs.inc). Their kernel-table entries are read through the two accessors below, so
+# this block is the only part of the module that knows them.
+
+import numpy as _np
+
+cdef extern from *:
+    """
+    static fl_block_fn fl_overlap_kernel(int is_double)
+    {
+        return is_double ? fl_kernels()->overlap_f64 : fl_kernels()->overlap_f32;
+    }
+    static fl_block_fn fl_pairs_kernel(int is_double)
+    {
+        return is_double ? fl_kernels()->pairs_f64 : fl_kernels()->pairs_f32;
+    }
+    """
+    fl_block_fn fl_overlap_kernel(int is_double) nogil
+    fl_block_fn fl_pairs_kernel(int is_double) nogil
+
+
+cdef extern from "fl_kernels.h" nogil:
+    int FL_OVERLAP_FUSED
+    int FL_OVERLAP_SUMS
+    int FL_OVERLAP_FINISH
+    int FL_OVERLAP_GRAD
+
+    ctypedef struct fl_overlap_args_f32:
+        const float *input
+        const float *target
+        const int64_t *target_index
+        float *grad
+        const double *weight
+        double *sums
+        double *coef
+        double *loss_items
+        int64_t n_classes
+        int64_t spatial
+        int64_t first_class
+        int activation
+        int kind
+        int squared
+        int mode
+        double smooth
+        double alpha
+        double beta
+        double grad_scale
+
+    ctypedef struct fl_overlap_args_f64:
+        const double *input
+        const double *target
+        const int64_t *target_index
+        double *grad
+        const double *weight
+        double *sums
+        double *coef
+        double *loss_items
+        int64_t n_classes
+        int64_t spatial
+        int64_t first_class
+        int activation
+        int kind
+        int squared
+        int mode
+        double smooth
+        double alpha
+        double beta
+        double grad_scale
+
+    ctypedef struct fl_pairs_args_f32:
+        const float *x1
+        const float *x2
+        const float *x3
+        const float *target
+        float *g1
+        float *g2
+        float *g3
+        float *loss_out
+        int64_t dim
+        int kind
+        int norm
+        int swap
+        double p
+        double eps
+        double margin
+        double grad_scale
+
+    ctypedef struct fl_pairs_args_f64:
+        const double *x1
+        const double *x2
+        const double *x3
+        const double *target
+        double *g1
+        double *g2
+        double *g3
+        double *loss_out
+        int64_t dim
+        int kind
+        int norm
+        int swap
+        double p
+        double eps
+        double margin
+        double grad_scale
+
+# constants of fl_kernels.h for fastloss/_sets_pairs.py
+ACTIVATIONS = {"none": 0, "sigmoid": 1, "softmax": 2}
+OVERLAP_DICE, OVERLAP_JACCARD, OVERLAP_TVERSKY = 0, 1, 2
+PAIR_TRIPLET, PAIR_CONTRASTIVE, PAIR_COSINE, PAIR_RANKING = 0, 1, 2, 3
+NORM_2, NORM_1, NORM_INF, NORM_GENERAL = 0, 1, 2, 3
+
+
+def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
+            cnp.ndarray weight, int activation, int kind, bint squared, bint batch,
+            int64_t first_class, double smooth, double alpha, double beta, double grad_scale,
+            cnp.ndarray grad, int n_threads):
+    """Dice / Jaccard / Tversky over input (N, C, S), C-contiguous float32/float64.
+
+    target (N, C, S) of input's dtype or None; target_index (N, S) int64 in [0, C) or None;
+    weight (C,) float64, the loss factor of each class; grad like input, or None. Returns
+    (sum of the kept classes' weighted losses, the weighted loss of every slice: (N, C)
+    float64, or (C,) with batch). grad receives the gradient of that sum times grad_scale.
+    """
+    cdef fl_overlap_args_f32 args32
+    cdef fl_overlap_args_f64 args64
+    cdef const void *args
+    cdef bint is_double = cnp.PyArray_TYPE(input) == cnp.NPY_DOUBLE
+    cdef fl_block_fn fn = fl_overlap_kernel(is_double)
+    cdef int64_t n = cnp.PyArray_DIM(input, 0)
+    cdef int64_t C = cnp.PyArray_DIM(input, 1)
+    cdef int64_t S = cnp.PyArray_DIM(input, 2)
+    cdef cnp.ndarray sums = _np.zeros(n * C * 3, dtype=_np.float64)
+    cdef cnp.ndarray class_sums
+    cdef cnp.ndarray coef = _np.zeros((C if batch else n * C) * 2, dtype=_np.float64)
+    cdef cnp.ndarray loss_items = _np.zeros(C if batch else n * C, dtype=_np.float64)
+    cdef int64_t per_item = C * S if activation == 2 else S
+    cdef int64_t n_items = n if activation == 2 else n * C
+    cdef int64_t items_per_block = max(1, BLOCK_ELEMENTS // max(per_item, 1))
+    cdef double *s
+    cdef double *cs
+    cdef int64_t i, j
+    cdef double total = 0.0
+    if is_double:
+        args64.input = <const double *>cnp.PyArray_DATA(input)
+        args64.target = <const double *>data_or_null(target)
+        args64.target_index = <const int64_t *>data_or_null(target_index)
+        args64.grad = <double *>data_or_null(grad)
+        args64.weight = <const double *>cnp.PyArray_DATA(weight)
+        args64.sums = <double *>cnp.PyArray_DATA(sums)
+        args64.coef = <double *>cnp.PyArray_DATA(coef)
+        args64.loss_items = <double *>cnp.PyArray_DATA(loss_items)
+        args64.n_classes = C
+        args64.spatial = S
+        args64.first_class = first_class
+        args64.activation = activation
+        args64.kind = kind
+        args64.squared = squared
+        args64.mode = FL_OVERLAP_SUMS if batch else FL_OVERLAP_FUSED
+        args64.smooth = smooth
+        args64.alpha = alpha
+        args64.beta = beta
+        args64.grad_scale = grad_scale
+        args = &args64
+    else:
+        args32.input = <const float *>cnp.PyArray_DATA(input)
+        args32.target = <const float *>data_or_null(target)
+        args32.target_index = <const int64_t *>data_or_null(target_index)
+        args32.grad = <float *>data_or_null(grad)
+        args32.weight = <const double *>cnp.PyArray_DATA(weight)
+        args32.sums = <double *>cnp.PyArray_DATA(sums)
+        args32.coef = <double *>cnp.PyArray_DATA(coef)
+        args32.loss_items = <double *>cnp.PyArray_DATA(loss_items)
+        args32.n_classes = C
+        args32.spatial = S
+        args32.first_class = first_class
+        args32.activation = activation
+        args32.kind = kind
+        args32.squared = squared
+        args32.mode = FL_OVERLAP_SUMS if batch else FL_OVERLAP_FUSED
+        args32.smooth = smooth
+        args32.alpha = alpha
+        args32.beta = beta
+        args32.grad_scale = grad_scale
+        args = &args32
+    total = run_blocks(fn, args, n_items, items_per_block, per_item, n_threads)
+    if not batch:
+        return total, loss_items.reshape(n, C)
+    # batch: the class sums, added over the samples in sample order; the per-class
+    # coefficients; then the gradient pass
+    class_sums = _np.zeros(C * 3, dtype=_np.float64)
+    s = <double *>cnp.PyArray_DATA(sums)
+    cs = <double *>cnp.PyArray_DATA(class_sums)
+    for i in range(n):
+        for j in range(3 * C):
+            cs[j] += s[i * 3 * C + j]
+    if is_double:
+        args64.sums = cs
+        args64.mode = FL_OVERLAP_FINISH
+    else:
+        args32.sums = cs
+        args32.mode = FL_OVERLAP_FINISH
+    with nogil:
+        total = fn(args, 0, C)
+    if grad is not None:
+        if is_double:
+            args64.mode = FL_OVERLAP_GRAD
+        else:
+            args32.mode = FL_OVERLAP_GRAD
+        run_blocks(fn, args, n_items, items_per_block, per_item, n_threads)
+    return total, loss_items
+
+
+def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray target,
+          cnp.ndarray g1, cnp.ndarray g2, cnp.ndarray g3, cnp.ndarray loss_out, int norm,
+          bint swap, double p, double eps, double margin, double grad_scale, int n_threads):
+    """A pair or triplet loss over rows of (N, D) C-contiguous inputs of one dtype (margin
+    ranking: over the elements of inputs of any shape). x3 / target / the gradients /
+    loss_out may be None where the loss has none. Returns the sum of the row losses; the
+    gradients receive their derivatives times grad_scale."""
+    cdef fl_pairs_args_f32 args32
+    cdef fl_pairs_args_f64 args64
+    cdef const void *args
+    cdef bint is_double = cnp.PyArray_TYPE(x1) == cnp.NPY_DOUBLE
+    cdef fl_block_fn fn = fl_pairs_kernel(is_double)
+    cdef int64_t n_items, dim
+    if kind == PAIR_RANKING:
+        n_items = cnp.PyArray_SIZE(x1)
+        dim = 1
+    else:
+        n_items = cnp.PyArray_DIM(x1, 0)
+        dim = cnp.PyArray_DIM(x1, 1)
+    cdef int64_t items_per_block = max(1, BLOCK_ELEMENTS // max(dim, 1))
+    if is_double:
+        args64.x1 = <const double *>cnp.PyArray_DATA(x1)
+        args64.x2 = <const double *>cnp.PyArray_DATA(x2)
+        args64.x3 = <const double *>data_or_null(x3)
+        args64.target = <const double *>data_or_null(target)
+        args64.g1 = <double *>data_or_null(g1)
+        args64.g2 = <double *>data_or_null(g2)
+        args64.g3 = <double *>data_or_null(g3)
+        args64.loss_out = <double *>data_or_null(loss_out)
+        args64.dim = dim
+        args64.kind = kind
+        args64.norm = norm
+        args64.swap = swap
+        args64.p = p
+        args64.eps = eps
+        args64.margin = margin
+        args64.grad_scale = grad_scale
+        args = &args64
+    else:
+        args32.x1 = <const float *>cnp.PyArray_DATA(x1)
+        args32.x2 = <const float *>cnp.PyArray_DATA(x2)
+        args32.x3 = <const float *>data_or_null(x3)
+        args32.target = <const float *>data_or_null(target)
+        args32.g1 = <float *>data_or_null(g1)
+        args32.g2 = <float *>data_or_null(g2)
+        args32.g3 = <float *>data_or_null(g3)
+        args32.loss_out = <float *>data_or_null(loss_out)
+        args32.dim = dim
+        args32.kind = kind
+        args32.norm = norm
+        args32.swap = swap
+        args32.p = p
+        args32.eps = eps
+        args32.margin = margin
+        args32.grad_scale = grad_scale
+        args = &args32
+    return run_blocks(fn, args, n_items, items_per_block, dim, n_threads)

@@ -603,3 +603,267 @@ def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
         grad[rows, y_safe] = -(a * K) * not_p_y
         grad = np.where(kept[:, None], grad, 0)
     return _finish(per_sample, grad, float(kept.sum()), reduction, compute_grad, out, dtype)
+
+
+# ===================================================================== sets and pairs (issue 14)
+# The overlap losses (MONAI's DiceLoss / TverskyLoss) and the pair and triplet losses (torch's).
+# The argument checks are fastloss._sets_pairs' own (shared, like fastloss._validation); the
+# maths below is array code: the activation, the sums over the reduced axes, the partial
+# derivatives of the fraction with respect to the three sums, the chain rule back.
+
+from . import _sets_pairs as _checks  # noqa: E402
+
+__all__ += ["dice", "jaccard", "tversky", "triplet_margin", "contrastive", "cosine_embedding",
+            "margin_ranking"]
+
+
+def _overlap(kind, input, target, activation, smooth, squared, batch, include_background,
+             weight, alpha, beta, reduction, compute_grad, out, n_threads):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the single-channel warnings come from the kernels' path
+        setup = _checks._overlap_setup(input, target, activation, smooth, batch,
+                                       include_background, weight, reduction, compute_grad,
+                                       out, n_threads)
+    x = np.asarray(setup["input"])
+    dtype = x.dtype
+    n_samples, n_classes = x.shape[:2]
+    if setup["target_index"] is not None:
+        classes = np.arange(n_classes).reshape((1, n_classes) + (1,) * (x.ndim - 2))
+        t = (np.expand_dims(setup["target_index"], 1) == classes).astype(dtype)
+    else:
+        t = setup["target"].reshape(x.shape)
+    act = {0: "none", 1: "sigmoid", 2: "softmax"}[setup["activation"]]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if act == "sigmoid":
+            log_p, log_not_p = _log_sigmoid(x), _log_sigmoid(-x)
+            p = np.exp(log_p)
+            dp_dx = np.exp(log_p + log_not_p)          # sigmoid(x) sigmoid(-x)
+        elif act == "softmax":
+            shifted = x - x.max(axis=1, keepdims=True)
+            p = np.exp(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)))
+        else:
+            p = x
+        q = 2 if squared else 1
+        axes = tuple(range(2, x.ndim))
+        if setup["batch"]:
+            axes = (0,) + axes
+        inter = np.sum(p.astype(np.float64) * t, axis=axes)
+        pred = np.sum(p.astype(np.float64) ** q, axis=axes)
+        truth = np.sum(t.astype(np.float64) ** q, axis=axes)
+        s = setup["smooth"]
+        if kind == "tversky":
+            fp, fn = pred - inter, truth - inter
+            num = inter + s
+            den = inter + alpha * fp + beta * fn + s
+            # f = 1 - num / den; d/dI, d/dP (T is not a function of p)
+            d_inter = -(den - num * (1 - alpha - beta)) / den ** 2
+            d_pred = num * alpha / den ** 2
+        elif kind == "jaccard":
+            num = 2 * inter + s
+            den = 2 * (pred + truth - inter) + s
+            d_inter = -(2 * den + 2 * num) / den ** 2
+            d_pred = 2 * num / den ** 2
+        else:
+            num = 2 * inter + s
+            den = pred + truth + s
+            d_inter = -2 / den
+            d_pred = num / den ** 2
+        f = 1 - num / den
+        first = setup["first_class"]
+        w = setup["weight"]
+        losses = (f * w)[..., first:]
+        n_losses = losses.size
+        if reduction == "none":
+            loss = losses.astype(dtype)
+            scale = 1.0
+        elif reduction == "sum":
+            loss = float(losses.sum())
+            scale = 1.0
+        else:
+            loss = float(losses.sum()) / n_losses if n_losses else math.nan
+            scale = 1.0 / n_losses if n_losses else math.nan
+        grad = None
+        if setup["compute_grad"]:
+            keep = (np.arange(n_classes) >= first).astype(np.float64)
+            factor_i = np.where(keep > 0, d_inter * w * scale, 0.0)
+            factor_p = np.where(keep > 0, d_pred * w * scale, 0.0)
+            shape = ((1,) if setup["batch"] else (n_samples,)) + (n_classes,) + (1,) * (x.ndim - 2)
+            factor_i, factor_p = factor_i.reshape(shape), factor_p.reshape(shape)
+            dp = factor_i * t + factor_p * q * p.astype(np.float64) ** (q - 1)
+            if act == "sigmoid":
+                g = dp * dp_dx
+            elif act == "softmax":
+                g = p * (dp - np.sum(p * dp, axis=1, keepdims=True))
+            else:
+                g = dp
+            g = np.asarray(g, dtype=dtype)
+            if setup["out"] is not None:
+                setup["out"][...] = g
+                grad = setup["out"]
+            else:
+                grad = g
+    return LossResult(loss, grad)
+
+
+def dice(input, target, *, activation="sigmoid", smooth=1e-5, squared=False, batch=False,
+         include_background=True, weight=None, reduction="mean", compute_grad=True, out=None,
+         n_threads=None):
+    """NumPy reference of fastloss.dice (MONAI's DiceLoss)."""
+    return _overlap("dice", input, target, activation, smooth, _checks._flag(squared, "squared"),
+                    batch, include_background, weight, 0.0, 0.0, reduction, compute_grad, out,
+                    n_threads)
+
+
+def jaccard(input, target, *, activation="sigmoid", smooth=1e-5, squared=False, batch=False,
+            include_background=True, weight=None, reduction="mean", compute_grad=True,
+            out=None, n_threads=None):
+    """NumPy reference of fastloss.jaccard (MONAI's DiceLoss(jaccard=True))."""
+    return _overlap("jaccard", input, target, activation, smooth,
+                    _checks._flag(squared, "squared"), batch, include_background, weight, 0.0,
+                    0.0, reduction, compute_grad, out, n_threads)
+
+
+def tversky(input, target, *, alpha=0.5, beta=0.5, activation="sigmoid", smooth=1e-5,
+            batch=False, include_background=True, reduction="mean", compute_grad=True, out=None,
+            n_threads=None):
+    """NumPy reference of fastloss.tversky (MONAI's TverskyLoss)."""
+    alpha = check.real_scalar(alpha, "alpha", low=0.0)
+    beta = check.real_scalar(beta, "beta", low=0.0)
+    return _overlap("tversky", input, target, activation, smooth, False, batch,
+                    include_background, None, alpha, beta, reduction, compute_grad, out,
+                    n_threads)
+
+
+def _pair_finish(per_row, grads, reduction, compute_grad, outs, dtype):
+    """Reduce the per-row losses; scale each gradient to the returned loss; fill `outs`."""
+    count = per_row.size
+    if reduction == "none":
+        loss, scale = np.asarray(per_row, dtype=dtype), 1.0
+    elif reduction == "sum":
+        loss, scale = float(np.sum(per_row, dtype=np.float64)), 1.0
+    else:
+        total = float(np.sum(per_row, dtype=np.float64))
+        loss = total / count if count else math.nan
+        scale = 1.0 / count if count else math.nan
+    if not compute_grad:
+        return LossResult(loss, None)
+    result = []
+    for g, o in zip(grads, outs):
+        g = np.asarray(g * scale, dtype=dtype)
+        if o is not None:
+            o[...] = g
+            g = o
+        result.append(g)
+    return LossResult(loss, tuple(result))
+
+
+def _norm_and_grad(u, p):
+    """||u||_p per row (float64) and its gradient with respect to u (0 where the norm is 0;
+    p = inf: split among the entries of maximal |u|)."""
+    a = np.abs(u)
+    if math.isinf(p):
+        n = a.max(axis=1) if u.shape[1] else np.zeros(u.shape[0])
+        top = (a == n[:, None]).astype(np.float64)
+        g = np.sign(u) * top / np.maximum(top.sum(axis=1, keepdims=True), 1)
+        return n, g
+    n = np.sum(a ** p, axis=1) ** (1 / p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(n[:, None] > 0, a / np.where(n > 0, n, 1)[:, None], 0.0)
+        g = np.sign(u) * np.where(a > 0, ratio ** (p - 1), 0.0)
+    return n, g
+
+
+def _pair_arrays(names, arrays, rows, out, others):
+    arrays = _checks._pair_inputs(dict(zip(names, arrays)), rows=rows)
+    outs = _checks._pair_outs(out, arrays, names, others)
+    return arrays, outs
+
+
+def triplet_margin(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
+                   reduction="mean", compute_grad=True, out=None, n_threads=None):
+    """NumPy reference of fastloss.triplet_margin (torch's F.triplet_margin_loss)."""
+    reduction, compute_grad, _ = _checks._common(reduction, compute_grad, out, n_threads)
+    margin = check.real_scalar(margin, "margin")
+    p = float(p)
+    if not p > 0:
+        raise ValueError(f"p must be > 0 (or inf), got {p!r}")
+    eps = check.real_scalar(eps, "eps", low=0.0, low_open=True)
+    swap = _checks._flag(swap, "swap")
+    (a, pos, neg), outs = _pair_arrays(["anchor", "positive", "negative"],
+                                       (anchor, positive, negative), True, out, {})
+    dtype = a.dtype
+    with np.errstate(invalid="ignore", over="ignore"):
+        u_ap, u_an, u_pn = a - pos + dtype.type(eps), a - neg + dtype.type(eps), pos - neg + dtype.type(eps)
+        d_ap, g_ap = _norm_and_grad(u_ap.astype(np.float64), p)
+        d_an, g_an = _norm_and_grad(u_an.astype(np.float64), p)
+        d_pn, g_pn = _norm_and_grad(u_pn.astype(np.float64), p)
+        if swap:
+            w_an = np.where(d_an < d_pn, 1.0, np.where(d_an > d_pn, 0.0, 0.5))[:, None]
+            d_neg = np.minimum(d_an, d_pn)
+        else:
+            w_an = np.ones((a.shape[0], 1))
+            d_neg = d_an
+        w_pn = 1.0 - w_an
+        hinge = margin + d_ap - d_neg
+        per_row = np.maximum(hinge, 0.0)
+        on = (hinge >= 0)[:, None]
+        grads = (on * (g_ap - w_an * g_an), on * (-g_ap - w_pn * g_pn), on * (w_an * g_an + w_pn * g_pn))
+    return _pair_finish(per_row, grads, reduction, compute_grad, outs, dtype)
+
+
+def contrastive(input1, input2, target, *, margin=1.0, reduction="mean", compute_grad=True,
+                out=None, n_threads=None):
+    """NumPy reference of fastloss.contrastive: t d^2 + (1 - t) max(0, margin - d)^2 with
+    d = ||x1 - x2 + 1e-6||_2."""
+    reduction, compute_grad, _ = _checks._common(reduction, compute_grad, out, n_threads)
+    margin = check.real_scalar(margin, "margin")
+    (x1, x2), outs = _pair_arrays(["input1", "input2"], (input1, input2), True, out,
+                                  {"target": target})
+    t = check.float_target(target, "target", x1.dtype, x1.shape[:1]).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        u = (x1 - x2 + x1.dtype.type(1e-6)).astype(np.float64)
+        d = np.sqrt(np.sum(u * u, axis=1))
+        h = np.maximum(margin - d, 0.0)
+        per_row = t * d ** 2 + (1 - t) * h ** 2
+        dd = 2 * t * d - 2 * (1 - t) * h                       # dloss/dd
+        g1 = np.where(d[:, None] > 0, (dd / np.where(d > 0, d, 1))[:, None] * u, 0.0)
+    return _pair_finish(per_row, (g1, -g1), reduction, compute_grad, outs, x1.dtype)
+
+
+def cosine_embedding(input1, input2, target, *, margin=0.0, reduction="mean", compute_grad=True,
+                     out=None, n_threads=None):
+    """NumPy reference of fastloss.cosine_embedding (torch's F.cosine_embedding_loss)."""
+    reduction, compute_grad, _ = _checks._common(reduction, compute_grad, out, n_threads)
+    margin = check.real_scalar(margin, "margin")
+    (x1, x2), outs = _pair_arrays(["input1", "input2"], (input1, input2), True, out,
+                                  {"target": target})
+    y = check.float_target(target, "target", x1.dtype, x1.shape[:1]).astype(np.float64)
+    a, b = x1.astype(np.float64), x2.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m1 = np.einsum("ij,ij->i", a, a) + 1e-12
+        m2 = np.einsum("ij,ij->i", b, b) + 1e-12
+        root = np.sqrt(m1 * m2)
+        cos = np.einsum("ij,ij->i", a, b) / root
+        per_row = np.where(y == 1, 1 - cos, np.where(y == -1, np.maximum(cos - margin, 0), 0))
+        sign = np.where(y == 1, -1.0, np.where((y == -1) & (cos - margin >= 0), 1.0, 0.0))
+        dcos1 = b / root[:, None] - (cos / m1)[:, None] * a
+        dcos2 = a / root[:, None] - (cos / m2)[:, None] * b
+    return _pair_finish(per_row, (sign[:, None] * dcos1, sign[:, None] * dcos2), reduction,
+                        compute_grad, outs, x1.dtype)
+
+
+def margin_ranking(input1, input2, target, *, margin=0.0, reduction="mean", compute_grad=True,
+                   out=None, n_threads=None):
+    """NumPy reference of fastloss.margin_ranking (torch's F.margin_ranking_loss)."""
+    reduction, compute_grad, _ = _checks._common(reduction, compute_grad, out, n_threads)
+    margin = check.real_scalar(margin, "margin")
+    (x1, x2), outs = _pair_arrays(["input1", "input2"], (input1, input2), False, out,
+                                  {"target": target})
+    y = check.float_target(target, "target", x1.dtype, x1.shape).reshape(x1.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        hinge = -y * (x1 - x2) + x1.dtype.type(margin)
+        per_element = np.maximum(hinge, 0)
+        on = hinge >= 0
+        g1 = np.where(on, -y, 0).astype(np.float64)
+    return _pair_finish(per_element, (g1, -g1), reduction, compute_grad, outs, x1.dtype)

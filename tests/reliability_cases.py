@@ -49,9 +49,17 @@ API_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy_with_logits", "hube
               "smooth_l1", "sigmoid_focal", "softmax_focal", "mse", "mae", "pinball",
               "log_cosh", "poisson_nll", "tweedie", "hinge", "squared_hinge", "soft_margin",
               "binary_cross_entropy", "kl_div")
-# Losses whose gradient is a tuple (several differentiated inputs), which the generic
-# property tests do not take: where each is tested instead.
-TESTED_ELSEWHERE = {"gaussian_kl": "tests/test_table.py"}
+# Losses the generic property tests do not take (a gradient that is a tuple, several
+# differentiated inputs; "none" per (sample, class) rather than per sample): where each is
+# tested instead, against its reference, PyTorch/MONAI, finite differences and the calling
+# conventions.
+TESTED_ELSEWHERE = {
+    "gaussian_kl": "tests/test_table.py",
+    "dice": "tests/test_overlap.py", "jaccard": "tests/test_overlap.py",
+    "tversky": "tests/test_overlap.py",
+    "triplet_margin": "tests/test_pairs.py", "contrastive": "tests/test_pairs.py",
+    "cosine_embedding": "tests/test_pairs.py", "margin_ranking": "tests/test_pairs.py",
+}
 
 # Shapes big enough to run several blocks on several threads: more than
 # fastloss._kernels.SERIAL_THRESHOLD_ELEMENTS (65536) elements and 4 or more blocks of

@@ -132,6 +132,62 @@ FL_DECLARE_RANGE_ARGS(double, f64)
 FL_DECLARE_SOFTMAX_FOCAL_ARGS(float, f32)
 FL_DECLARE_SOFTMAX_FOCAL_ARGS(double, f64)
 
+/* ---- sets and pairs (issue 14): overlap losses (fl_overlap.inc), pair losses (fl_pairs.inc) */
+enum { FL_ACT_NONE = 0, FL_ACT_SIGMOID = 1, FL_ACT_SOFTMAX = 2 };
+enum { FL_OVERLAP_DICE = 0, FL_OVERLAP_JACCARD = 1, FL_OVERLAP_TVERSKY = 2 };
+/* what one call of the overlap worker does (fl_overlap.inc, "Passes") */
+enum { FL_OVERLAP_FUSED = 0, FL_OVERLAP_SUMS = 1, FL_OVERLAP_FINISH = 2, FL_OVERLAP_GRAD = 3 };
+/* entries of the softmax layout's per-chunk scratch (all C classes of a pixel chunk) */
+#define FL_OVERLAP_SCRATCH 4096
+
+/* Dice / Jaccard / Tversky over (N, C, S). Items: (sample, class) slices for sigmoid and none,
+ * samples for softmax, classes for FL_OVERLAP_FINISH. sums: (N, C, 3) doubles (I, P, T) per
+ * slice, or (C, 3) per class for FINISH; coef: (N, C, 2) per slice (FUSED) or (C, 2) per
+ * class (FINISH, GRAD); loss_items: the weighted loss of each slice (N, C) or class (C). */
+#define FL_DECLARE_OVERLAP_ARGS(T, SFX)                                              \
+    typedef struct {                                                                \
+        const T *input;              /* (N, C, S) */                                \
+        const T *target;             /* (N, C, S) one-hot or soft, or NULL */       \
+        const int64_t *target_index; /* (N, S) class indices, or NULL */            \
+        T *grad;                     /* (N, C, S), NULL, or input (in place) */     \
+        const double *weight;        /* (C,) loss factor of each class */           \
+        double *sums;                                                               \
+        double *coef;                                                               \
+        double *loss_items;                                                         \
+        int64_t n_classes;                                                          \
+        int64_t spatial;             /* S */                                        \
+        int64_t first_class;         /* 0, or 1 without the background */           \
+        int activation;              /* FL_ACT_* */                                 \
+        int kind;                    /* FL_OVERLAP_DICE, _JACCARD, _TVERSKY */      \
+        int squared;                 /* q = 2: sums of p^2 and t^2 */               \
+        int mode;                    /* FL_OVERLAP_FUSED, _SUMS, _FINISH, _GRAD */  \
+        double smooth, alpha, beta;                                                 \
+        double grad_scale;                                                          \
+    } fl_overlap_args_##SFX;
+
+enum { FL_PAIR_TRIPLET = 0, FL_PAIR_CONTRASTIVE = 1, FL_PAIR_COSINE = 2, FL_PAIR_RANKING = 3 };
+enum { FL_NORM_2 = 0, FL_NORM_1 = 1, FL_NORM_INF = 2, FL_NORM_GENERAL = 3 };
+
+/* Pair and triplet losses: rows of (N, D) inputs (elements for margin ranking). */
+#define FL_DECLARE_PAIRS_ARGS(T, SFX)                                                \
+    typedef struct {                                                                \
+        const T *x1, *x2, *x3;       /* anchor, positive, negative / input1, input2 */ \
+        const T *target;             /* (N,) (ranking: elements), or NULL */        \
+        T *g1, *g2, *g3;             /* gradients (all or none), may be their input */ \
+        T *loss_out;                 /* (N,) or NULL */                             \
+        int64_t dim;                 /* D */                                        \
+        int kind;                    /* FL_PAIR_* */                                \
+        int norm;                    /* FL_NORM_* (triplet) */                      \
+        int swap;                                                                   \
+        double p, eps, margin;                                                      \
+        double grad_scale;                                                          \
+    } fl_pairs_args_##SFX;
+
+FL_DECLARE_OVERLAP_ARGS(float, f32)
+FL_DECLARE_OVERLAP_ARGS(double, f64)
+FL_DECLARE_PAIRS_ARGS(float, f32)
+FL_DECLARE_PAIRS_ARGS(double, f64)
+
 /* Element-wise math over an array, for the tests of the math layer. */
 typedef enum {
     FL_MATH_EXP = 0,
@@ -170,6 +226,9 @@ typedef struct {
     fl_block_fn count_outside_f32, count_outside_f64;
     fl_block_fn softmax_focal_f32, softmax_focal_f64;
     fl_check_targets_fn check_targets;
+    /* sets and pairs (issue 14) */
+    fl_block_fn overlap_f32, overlap_f64;
+    fl_block_fn pairs_f32, pairs_f64;
 } fl_kernel_table;
 
 /* Instruction-set levels, lowest first. On non-x86 builds only FL_ISA_BASELINE exists. */
