@@ -338,20 +338,21 @@ def _register_custom_op(spec: _Spec):
 
 
 def _make_eager_function(spec: _Spec):
-    class EagerLoss(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, input, target, *rest):
-            loss, grad = _kernel_forward(spec, input, target, rest[:-1], True)
-            _save(ctx, spec, (input, target) + rest, grad)
-            return loss
+    """The same forward and backward as the custom op, as a torch.autograd.Function (its
+    backward node is named after the loss: `<fastloss name>Backward`)."""
 
-        @staticmethod
-        def backward(ctx, grad_loss):
-            result = _kernel_backward(spec, _saved(ctx), ctx.reduction, grad_loss, eager=True)
-            return (result,) + (None,) * (len(spec.option_names) + 2)
+    def forward(ctx, input, target, *rest):
+        loss, grad = _kernel_forward(spec, input, target, rest[:-1], True)
+        _save(ctx, spec, (input, target) + rest, grad)
+        return loss
 
-    EagerLoss.__name__ = EagerLoss.__qualname__ = f"{spec.row.fastloss}_eager"
-    return EagerLoss
+    def backward(ctx, grad_loss):
+        result = _kernel_backward(spec, _saved(ctx), ctx.reduction, grad_loss, eager=True)
+        return (result,) + (None,) * (len(spec.option_names) + 2)
+
+    return type(f"fastloss_{spec.row.fastloss}", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward),
+        "__module__": __name__})
 
 
 # --------------------------------------------------------------------- the public function
