@@ -1,0 +1,209 @@
+"""fastloss inside JAX: the fused kernels over jax arrays, differentiable and jit-compatible.
+
+::
+
+    import fastloss.jax as flj
+    loss = flj.softmax_cross_entropy(logits, labels, label_smoothing=0.1)
+    value, grads = jax.jit(jax.value_and_grad(lambda w: flj.huber(x @ w, y, delta=2.0)))(w)
+
+The names and arguments are fastloss's (without ``compute_grad``, ``out`` and ``n_threads``);
+the semantics are those of the fastloss function (see its docstring for the maths). Every
+function is derived from one table, ``LOSSES``: one row per loss naming the fastloss function,
+its array-valued options and whether it has a class axis. A row whose fastloss function is not
+in the installed fastloss is not exported.
+
+How a call runs
+---------------
+Each function is a ``jax.custom_vjp`` whose forward calls the fastloss kernel through
+``jax.pure_callback`` on the host: the forward pass of a differentiated call asks the kernel
+for the loss and the gradient in one pass and keeps the gradient as the residual; the backward
+pass multiplies it by the cotangent (per sample for ``reduction="none"``). A call that is not
+differentiated asks for the loss only. It works under ``jax.jit``, ``jax.grad`` /
+``jax.value_and_grad`` and ``jax.vmap`` (``vmap_method="sequential"``: one kernel call per
+batch element, in a loop).
+
+Why ``jax.pure_callback`` and not an XLA FFI custom call: the kernels' drivers (the
+fixed-block OpenMP loops with their deterministic double-precision reductions, the fast paths
+and the validation) are Cython code in fastloss._kernels, callable from Python only. An FFI
+handler receives XLA's buffers in C++ and would need a C-level driver per loss: a second copy
+of every driver, and a package build that depends on a C++17 compiler and jaxlib's headers.
+The callback reaches the same kernels; its price is a fixed per-call cost (tens of
+microseconds: the host callback and its dispatch) and one copy of the gradient from the
+kernel's array into an XLA buffer. The kernel itself releases the GIL.
+
+Arrays and options
+------------------
+- The differentiated input must be float32 or float64 (``TypeError`` otherwise, raised while
+  tracing); with JAX's default 32-bit mode that is float32.
+- Gradients flow to the differentiated input (the first argument) only: the target and the
+  array-valued options (weights) get a zero cotangent. Differentiate with respect to them with
+  a JAX formula of the loss.
+- Scalar options (``reduction``, ``delta``, ``label_smoothing``, ...) are Python values, static
+  under ``jax.jit`` (a traced scalar raises ``TypeError``); array-valued options (``weight``,
+  ``pos_weight``, ``alpha`` of ``softmax_focal``) may be traced arrays.
+- Argument checks that need only shapes and dtypes run while tracing; the ones that need the
+  values (class indices in range) run in the callback, and a bad value raises there with
+  fastloss's message inside JAX's runtime error.
+- The kernels use OpenMP's default thread count (``OMP_NUM_THREADS``, threadpoolctl).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fastloss
+
+__all__ = ["LOSSES", "LossRow", "EXPORTED"]
+
+_MACHINERY = frozenset({"compute_grad", "out", "n_threads", "compute_hess", "hess_out",
+                        "lse_out"})
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class LossRow:
+    """One loss: the fastloss function's name, its options that are arrays, and whether it
+    has a class axis ((N, C) input, per-sample losses (N,) under "none")."""
+
+    fastloss: str
+    array_options: Tuple[str, ...] = ()
+    class_axis: bool = False
+
+
+LOSSES: Tuple[LossRow, ...] = (
+    LossRow("softmax_cross_entropy", ("weight", "sample_weight"), class_axis=True),
+    LossRow("softmax_focal", ("alpha", "sample_weight"), class_axis=True),
+    LossRow("binary_cross_entropy_with_logits", ("weight", "pos_weight")),
+    LossRow("huber", ("weight",)),
+    LossRow("smooth_l1", ("weight",)),
+    LossRow("sigmoid_focal", ("weight",)),
+    LossRow("mse", ("weight",)),
+    LossRow("mae", ("weight",)),
+    LossRow("pinball", ("weight", "quantile")),
+    LossRow("log_cosh", ("weight",)),
+    LossRow("poisson_nll", ("weight",)),
+    LossRow("tweedie", ("weight",)),
+    LossRow("hinge", ("weight",)),
+    LossRow("squared_hinge", ("weight",)),
+    LossRow("soft_margin", ("weight",)),
+    LossRow("binary_cross_entropy", ("weight",)),
+    LossRow("kl_div", ("weight",)),
+)
+
+
+def _loss_shape(row: LossRow, shape, reduction):
+    if reduction != "none":
+        return ()
+    return shape[:1] + shape[2:] if row.class_axis else shape
+
+
+def _make_function(row: LossRow):
+    kernel = getattr(fastloss, row.fastloss)
+    kernel_signature = inspect.signature(kernel)
+    parameters = [p for p in kernel_signature.parameters.values() if p.name not in _MACHINERY]
+    signature = kernel_signature.replace(parameters=parameters)
+    input_name = parameters[0].name
+    options = parameters[2:]
+    array_names = tuple(p.name for p in options if p.name in row.array_options)
+
+    @functools.lru_cache(maxsize=None)
+    def differentiable(static_options: tuple, given_arrays: tuple):
+        """The custom_vjp function for one set of static options (and the array options
+        given, in this order)."""
+        statics = dict(static_options)
+        reduction = statics.get("reduction", "mean")
+
+        def call_kernel(compute_grad, x, target, *arrays):
+            def host(x, target, *arrays):
+                loss, grad = kernel(np.asarray(x), np.asarray(target), **statics,
+                                    **dict(zip(given_arrays, map(np.asarray, arrays))),
+                                    compute_grad=compute_grad)
+                loss = np.asarray(loss, dtype=x.dtype)
+                return (loss, grad) if compute_grad else loss
+
+            loss_type = jax.ShapeDtypeStruct(_loss_shape(row, x.shape, reduction), x.dtype)
+            result_type = (loss_type, jax.ShapeDtypeStruct(x.shape, x.dtype)) \
+                if compute_grad else loss_type
+            return jax.pure_callback(host, result_type, x, target, *arrays,
+                                     vmap_method="sequential")
+
+        @jax.custom_vjp
+        def loss_only(x, target, *arrays):
+            return call_kernel(False, x, target, *arrays)
+
+        def forward(x, target, *arrays):
+            loss, grad = call_kernel(True, x, target, *arrays)
+            return loss, grad
+
+        def backward(grad, cotangent):
+            if reduction == "none" and row.class_axis:
+                cotangent = cotangent.reshape(cotangent.shape[:1] + (1,) + cotangent.shape[1:])
+            return (grad * cotangent, None) + (None,) * len(given_arrays)
+
+        loss_only.defvjp(forward, backward)
+        return loss_only
+
+    def loss_function(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = bound.arguments
+        x = jnp.asarray(values.pop(input_name))
+        target = jnp.asarray(values.pop(parameters[1].name))
+        if x.dtype not in _KERNEL_DTYPES:
+            raise TypeError(f"{input_name} must have dtype float32 or float64, got dtype "
+                            f"{x.dtype}")
+        if not row.class_axis and target.shape != x.shape:
+            raise ValueError(f"target must have {input_name}'s shape {x.shape}, got shape "
+                             f"{target.shape}")
+        static_options, given, arrays = [], [], []
+        for name, value in values.items():
+            if name in array_names and value is not None and not _is_python_scalar(value):
+                given.append(name)
+                arrays.append(jnp.asarray(value))
+            else:
+                if isinstance(value, (jax.Array, np.ndarray)):
+                    raise TypeError(f"{name} must be a Python value (static under jax.jit), "
+                                    f"got an array of shape {np.shape(value)}")
+                static_options.append((name, value))
+        if values.get("reduction") not in ("mean", "sum", "none", "batchmean"):
+            raise ValueError("reduction must be 'mean', 'sum' or 'none', got "
+                             f"{values.get('reduction')!r}")
+        try:
+            function = differentiable(tuple(static_options), tuple(given))
+        except TypeError:  # an unhashable option value
+            raise TypeError(f"{row.fastloss}: scalar options must be Python numbers or "
+                            f"strings, got {dict(static_options)!r}") from None
+        return function(x, target, *arrays)
+
+    loss_function.__name__ = loss_function.__qualname__ = row.fastloss
+    loss_function.__signature__ = signature
+    loss_function.__module__ = __name__
+    loss_function.__doc__ = (
+        f"fastloss.{row.fastloss} over jax arrays: the loss (a jax array in the input's dtype), "
+        f"differentiable with respect to {input_name} by jax.grad and usable under jax.jit "
+        f"and jax.vmap. Arguments and maths: fastloss.{row.fastloss}.__doc__; how the call "
+        f"runs: fastloss.jax.__doc__.")
+    return loss_function
+
+
+def _is_python_scalar(value) -> bool:
+    return isinstance(value, (bool, int, float))
+
+
+#: the rows exported by this fastloss (a row whose fastloss function does not exist yet is
+#: skipped)
+EXPORTED: Tuple[LossRow, ...] = tuple(row for row in LOSSES if hasattr(fastloss, row.fastloss))
+FUNCTIONS: Dict[str, object] = {}
+
+for _row in EXPORTED:
+    FUNCTIONS[_row.fastloss] = globals()[_row.fastloss] = _make_function(_row)
+    __all__.append(_row.fastloss)
+del _row
+__all__.append("FUNCTIONS")
