@@ -339,16 +339,30 @@ def _register_custom_op(spec: _Spec):
 
 def _make_eager_function(spec: _Spec):
     """The same forward and backward as the custom op, as a torch.autograd.Function (its
-    backward node is named after the loss: `<fastloss name>Backward`)."""
+    backward node is named after the loss: `<fastloss name>Backward`). Only the gradient is
+    a saved tensor; the inputs, needed by a double backward alone, are kept as they are
+    (their version is checked then), and the options travel as one tuple: the fewer
+    arguments and saved tensors, the cheaper a call."""
 
-    def forward(ctx, input, target, *rest):
-        loss, grad = _kernel_forward(spec, input, target, rest[:-1], True)
-        _save(ctx, spec, (input, target) + rest, grad)
+    def forward(ctx, input, target, options):
+        loss, grad = _kernel_forward(spec, input, target, options, True)
+        ctx.save_for_backward(grad)
+        ctx.inputs = (input, target, options)
+        ctx.versions = (input._version, target._version)
+        ctx.reduction = options[spec.reduction_index]
         return loss
 
     def backward(ctx, grad_loss):
-        result = _kernel_backward(spec, _saved(ctx), ctx.reduction, grad_loss, eager=True)
-        return (result,) + (None,) * (len(spec.option_names) + 2)
+        (grad,) = ctx.saved_tensors
+        input, target, options = ctx.inputs
+        if torch.is_grad_enabled() and (input._version, target._version) != ctx.versions:
+            raise RuntimeError(
+                f"fastloss.torch.{spec.name}: the input or target was modified in place after "
+                "the loss was computed; a double backward (create_graph=True) needs them as "
+                "they were")
+        result = _kernel_backward(spec, (grad, input, target, *options), ctx.reduction,
+                                  grad_loss, eager=True)
+        return result, None, None
 
     return type(f"fastloss_{spec.row.fastloss}", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward),
@@ -447,7 +461,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             loss = custom_op(input, target, *options, compute_grad)[0]
         elif compute_grad:
-            loss = eager_function.apply(input, target, *options, True)
+            loss = eager_function.apply(input, target, tuple(options))
         else:
             loss = _kernel_forward(spec, input, target, options, False)[0]
         if unbatched and loss.dim() == 1:

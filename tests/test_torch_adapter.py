@@ -357,6 +357,16 @@ def test_double_backward_is_torchs(row):
     torch.testing.assert_close(second, second_ref)
 
 
+def test_double_backward_refuses_an_input_modified_in_place():
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    logits = x * 1.0
+    loss = flt.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1]))
+    with torch.no_grad():
+        logits.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
 # ------------------------------------------------------------------------- errors
 
 def test_errors_are_fastlosss_before_any_work():
