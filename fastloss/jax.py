@@ -69,12 +69,14 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 @dataclass(frozen=True)
 class LossRow:
-    """One loss: the fastloss function's name, its options that are arrays, and whether it
+    """One loss: the fastloss function's name, its options that may be arrays (an option
+    whose default is None may be one too, unless named in optional_scalars), and whether it
     has a class axis ((N, C) input, per-sample losses (N,) under "none")."""
 
     fastloss: str
     array_options: Tuple[str, ...] = ()
     class_axis: bool = False
+    optional_scalars: Tuple[str, ...] = ("logit_softcap",)
 
 
 LOSSES: Tuple[LossRow, ...] = (
@@ -111,7 +113,8 @@ def _make_function(row: LossRow):
     signature = kernel_signature.replace(parameters=parameters)
     input_name = parameters[0].name
     options = parameters[2:]
-    array_names = tuple(p.name for p in options if p.name in row.array_options)
+    array_names = tuple(p.name for p in options if p.name in row.array_options or (
+        p.default is None and p.name not in row.optional_scalars))
 
     @functools.lru_cache(maxsize=None)
     def differentiable(static_options: tuple, given_arrays: tuple):

@@ -85,20 +85,25 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 # torch operations (the maths is in fastloss.sigmoid_focal / fastloss.softmax_focal), used for
 # what the kernels do not take (CUDA, half precision, double backward).
 
-def _torch_sigmoid_focal(logits, target, alpha=0.25, gamma=2.0, reduction="mean"):
-    """torchvision.ops.sigmoid_focal_loss's formula (alpha < 0: no alpha factor)."""
+def _torch_sigmoid_focal(logits, target, alpha=0.25, gamma=2.0, reduction="mean",
+                         weight=None):
+    """torchvision.ops.sigmoid_focal_loss's formula (alpha < 0: no alpha factor), times an
+    element weight."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     p_t = p * target + (1 - p) * (1 - target)
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    if weight is not None:
+        loss = loss * weight
     return _torch_reduce(loss, reduction, loss.numel())
 
 
 def _torch_softmax_focal(logits, target, alpha=None, gamma=2.0, ignore_index=-100,
-                         reduction="mean"):
-    """-alpha_y (1 - p_y)^gamma log p_y per row; "mean" over the rows not ignored."""
+                         reduction="mean", sample_weight=None):
+    """-s_i alpha_y (1 - p_y)^gamma log p_y per row; "mean" divides by the sum of s_i over the
+    rows not ignored (their count without sample weights)."""
     kept = target != ignore_index
     label = torch.where(kept, target, torch.zeros_like(target))
     log_p = F.log_softmax(logits, dim=1).gather(1, label[:, None])[:, 0]
@@ -106,8 +111,13 @@ def _torch_softmax_focal(logits, target, alpha=None, gamma=2.0, ignore_index=-10
     if alpha is not None:
         alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
         loss = loss * (alpha[label] if alpha.ndim else alpha)
+    if sample_weight is not None:
+        loss = loss * sample_weight
+        count = torch.where(kept, sample_weight, torch.zeros_like(sample_weight)).sum()
+    else:
+        count = kept.sum()
     loss = torch.where(kept, loss, torch.zeros_like(loss))
-    return _torch_reduce(loss, reduction, kept.sum())
+    return _torch_reduce(loss, reduction, count)
 
 
 def _torch_reduce(loss, reduction, count):
@@ -130,7 +140,8 @@ class LossRow:
     functional, module: torch.nn.functional's and torch.nn's names when torch has the loss
         (the adapter then takes torch's arguments); functional None for fastloss's own losses,
         exported under the fastloss name with a module of the name `module`.
-    tensor_options: the options that are tensors (weights); the others are Python scalars.
+    tensor_options: the options that are tensors (weights). An option whose default is None
+        is a tensor too unless it is named in optional_scalars; the others are Python scalars.
     class_axis: a (N, C) input with per-sample losses (N,) under "none" (else element-wise).
     renamed: torch argument name -> fastloss argument name, where the two differ.
     torch_formula: for fastloss's own losses, the same loss in torch operations (PyTorch's
@@ -144,6 +155,7 @@ class LossRow:
     class_axis: bool = False
     renamed: Dict[str, str] = field(default_factory=dict)
     torch_formula: Optional[Callable] = None
+    optional_scalars: Tuple[str, ...] = ("logit_softcap",)
 
 
 LOSSES: Tuple[LossRow, ...] = (
@@ -159,8 +171,10 @@ LOSSES: Tuple[LossRow, ...] = (
     LossRow("soft_margin", "soft_margin_loss", "SoftMarginLoss", ("weight",)),
     LossRow("binary_cross_entropy", "binary_cross_entropy", "BCELoss", ("weight",)),
     LossRow("kl_div", "kl_div", "KLDivLoss"),
-    LossRow("sigmoid_focal", None, "SigmoidFocalLoss", torch_formula=_torch_sigmoid_focal),
-    LossRow("softmax_focal", None, "SoftmaxFocalLoss", ("alpha",), class_axis=True,
+    LossRow("sigmoid_focal", None, "SigmoidFocalLoss", ("weight",),
+            torch_formula=_torch_sigmoid_focal),
+    LossRow("softmax_focal", None, "SoftmaxFocalLoss", ("alpha", "sample_weight"),
+            class_axis=True,
             torch_formula=_torch_softmax_focal),
 )
 
@@ -176,7 +190,6 @@ class _Spec:
         self.row = row
         self.kernel = getattr(fastloss, row.fastloss)
         kernel_params = inspect.signature(self.kernel).parameters
-        self.first_names = tuple(list(kernel_params)[:2])
         if row.functional is not None:
             self.torch_function = getattr(F, row.functional)
             self.signature = inspect.signature(self.torch_function)
@@ -205,19 +218,21 @@ class _Spec:
                 self.torch_only.append(p.name)
         self.option_names = tuple(fl for _, fl in self.options)
         self.reduction_index = self.option_names.index("reduction")
-        self.tensor_options = tuple(name for name in self.option_names
-                                    if name in row.tensor_options)
+        self.tensor_options = tuple(
+            name for name in self.option_names
+            if name in row.tensor_options or (kernel_params[name].default is None
+                                              and name not in row.optional_scalars))
         self.float_options = tuple(
             name for name in self.option_names
-            if name not in row.tensor_options and _schema_type(kernel_params[name].default)
-            in ("float", "float?"))
+            if name not in self.tensor_options
+            and _schema_type(kernel_params[name].default) in ("float", "float?"))
         self.to_torch_names = {fl: user for user, fl in self.options}
 
     def schema(self) -> str:
         params = inspect.signature(self.kernel).parameters
         fields = ["Tensor input", "Tensor target"]
         for name in self.option_names:
-            kind = ("Tensor?" if name in self.row.tensor_options
+            kind = ("Tensor?" if name in self.tensor_options
                     else _schema_type(params[name].default))
             fields.append(f"{kind} {name}")
         fields.append("bool compute_grad")
@@ -386,7 +401,8 @@ def _kernel_takes(spec: _Spec, input, target, tensor_args) -> bool:
             return False
     if spec.row.class_axis:
         return not target.is_floating_point() or target.shape == input.shape
-    return target.shape == input.shape
+    # element-wise: PyTorch's rules for other target dtypes and broadcast shapes
+    return target.shape == input.shape and target.is_floating_point()
 
 
 def _make_function(spec: _Spec, custom_op, eager_function):
@@ -508,7 +524,7 @@ def _make_module(spec: _Spec, function):
         bound.apply_defaults()
         for name in option_names:
             value = bound.arguments[name]
-            if name in row.tensor_options and isinstance(value, torch.Tensor):
+            if name in spec.tensor_options and isinstance(value, torch.Tensor):
                 self.register_buffer(name, value)
             else:
                 setattr(self, name, value)
