@@ -230,7 +230,6 @@ def test_torch_compile_fullgraph(row):
 def test_torch_compile_uses_the_custom_op():
     """The compiled graph calls torch.ops.fastloss.softmax_cross_entropy (no graph break,
     no fallback to PyTorch's cross-entropy)."""
-    from torch._dynamo.testing import CompileCounterWithBackend
     torch._dynamo.reset()
     seen = []
 
@@ -238,14 +237,20 @@ def test_torch_compile_uses_the_custom_op():
         seen.extend(str(node.target) for node in graph_module.graph.nodes)
         return graph_module.forward
 
-    compiled = torch.compile(lambda a, b: flt.cross_entropy(a, b, label_smoothing=0.1),
-                             backend=backend, fullgraph=True)
-    x = torch.randn(8, 5, requires_grad=True)
-    y = torch.randint(0, 5, (8,))
-    compiled(x, y).backward()
+    def per_sample_weighted(a, b, w):
+        return (flt.cross_entropy(a, b, label_smoothing=0.1, reduction="none") * w).sum()
+
+    compiled = torch.compile(per_sample_weighted, backend=backend, fullgraph=True)
+    for n in (8, 12, 16):  # new batch sizes: a dynamic-shape graph (the fake kernel's shapes)
+        x = torch.randn(n, 5, requires_grad=True)
+        y = torch.randint(0, 5, (n,))
+        w = torch.rand(n)
+        compiled(x, y, w).backward()
+        x_ref = x.detach().clone().requires_grad_()
+        (F.cross_entropy(x_ref, y, label_smoothing=0.1, reduction="none") * w).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad)
     assert any("fastloss.softmax_cross_entropy" in target for target in seen), seen
     assert not any("nll_loss" in target or "log_softmax" in target for target in seen), seen
-    del CompileCounterWithBackend
 
 
 # --------------------------------------------------- shapes PyTorch takes beyond (N, C)
