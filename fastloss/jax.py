@@ -41,9 +41,9 @@ Arrays and options
 - Scalar options (``reduction``, ``delta``, ``label_smoothing``, ...) are Python values, static
   under ``jax.jit`` (a traced scalar raises ``TypeError``); array-valued options (``weight``,
   ``pos_weight``, ``alpha`` of ``softmax_focal``) may be traced arrays.
-- Argument checks that need only shapes and dtypes run while tracing; the ones that need the
-  values (class indices in range) run in the callback, and a bad value raises there with
-  fastloss's message inside JAX's runtime error.
+- The checks of dtypes, shapes and scalar options (fastloss's own, on an empty batch) run
+  while tracing; the ones that need the values (class indices in range) run in the callback,
+  and a bad value raises there with fastloss's message inside JAX's runtime error.
 - The kernels use OpenMP's default thread count (``OMP_NUM_THREADS``, threadpoolctl).
 """
 
@@ -175,14 +175,12 @@ def _make_function(row: LossRow):
                     raise TypeError(f"{name} must be a Python value (static under jax.jit), "
                                     f"got an array of shape {np.shape(value)}")
                 static_options.append((name, value))
-        if values.get("reduction") not in ("mean", "sum", "none", "batchmean"):
-            raise ValueError("reduction must be 'mean', 'sum' or 'none', got "
-                             f"{values.get('reduction')!r}")
         try:
             function = differentiable(tuple(static_options), tuple(given))
         except TypeError:  # an unhashable option value
             raise TypeError(f"{row.fastloss}: scalar options must be Python numbers or "
                             f"strings, got {dict(static_options)!r}") from None
+        _check_static_options(kernel, x, target, dict(static_options))
         return function(x, target, *arrays)
 
     loss_function.__name__ = loss_function.__qualname__ = row.fastloss
@@ -194,6 +192,15 @@ def _make_function(row: LossRow):
         f"and jax.vmap. Arguments and maths: fastloss.{row.fastloss}.__doc__; how the call "
         f"runs: fastloss.jax.__doc__.")
     return loss_function
+
+
+def _check_static_options(kernel, x, target, statics):
+    """fastloss's own checks of the scalar options (reduction, delta, gamma, ...), while
+    tracing: the kernel called on an empty batch of the same trailing shape, which raises
+    fastloss's error for a bad option and costs a few microseconds otherwise."""
+    empty_input = np.empty((0,) + tuple(x.shape[1:]), dtype=x.dtype)
+    empty_target = np.empty((0,) + tuple(target.shape[1:]), dtype=target.dtype)
+    kernel(empty_input, empty_target, **statics, compute_grad=False)
 
 
 def _is_python_scalar(value) -> bool:

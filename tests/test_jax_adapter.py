@@ -194,6 +194,10 @@ def test_errors():
         flj.huber(jnp.ones(3, jnp.int32), jnp.ones(3, jnp.int32))
     with pytest.raises(ValueError, match="reduction"):
         flj.huber(x, x, reduction="avg")
+    with pytest.raises(ValueError, match="delta"):  # fastloss's checks, while tracing
+        jax.jit(lambda a: flj.huber(a, a, delta=-1.0))(x)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        jax.jit(lambda a: flj.softmax_cross_entropy(a, labels, label_smoothing=2.0))(x)
     with pytest.raises(ValueError, match="shape"):
         flj.huber(x, x[:2])
     with pytest.raises(TypeError, match="static"):
