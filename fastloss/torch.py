@@ -156,6 +156,9 @@ class LossRow:
     renamed: Dict[str, str] = field(default_factory=dict)
     torch_formula: Optional[Callable] = None
     optional_scalars: Tuple[str, ...] = ("logit_softcap",)
+    # torch's "mean" of this loss divides by the sum of this (element-weight) option, not by
+    # the number of elements (torch 2.13: mse_loss and l1_loss; huber_loss divides by N)
+    mean_divides_by: Optional[str] = None
 
 
 LOSSES: Tuple[LossRow, ...] = (
@@ -165,8 +168,8 @@ LOSSES: Tuple[LossRow, ...] = (
             "BCEWithLogitsLoss", ("weight", "pos_weight")),
     LossRow("huber", "huber_loss", "HuberLoss", ("weight",)),
     LossRow("smooth_l1", "smooth_l1_loss", "SmoothL1Loss", ("weight",)),
-    LossRow("mse", "mse_loss", "MSELoss", ("weight",)),
-    LossRow("mae", "l1_loss", "L1Loss", ("weight",)),
+    LossRow("mse", "mse_loss", "MSELoss", ("weight",), mean_divides_by="weight"),
+    LossRow("mae", "l1_loss", "L1Loss", ("weight",), mean_divides_by="weight"),
     LossRow("poisson_nll", "poisson_nll_loss", "PoissonNLLLoss", ("weight",)),
     LossRow("soft_margin", "soft_margin_loss", "SoftMarginLoss", ("weight",)),
     LossRow("binary_cross_entropy", "binary_cross_entropy", "BCELoss", ("weight",)),
@@ -415,6 +418,8 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     slots = {user: (index, fl in spec.tensor_options, fl in spec.float_options)
              for index, (user, fl) in enumerate(spec.options)}
     torch_only = frozenset(spec.torch_only) | frozenset(_LEGACY)
+    reduction_index = spec.reduction_index
+    mean_slot = slots[row.mean_divides_by][0] if row.mean_divides_by in slots else None
 
     def by_torch(values):
         if spec.torch_function is not None:
@@ -461,6 +466,13 @@ def _make_function(spec: _Spec, custom_op, eager_function):
                 options[index] = value
         if not _kernel_takes(spec, input, target, tensor_args):
             return by_torch(values)
+        divisor = None
+        if mean_slot is not None and options[reduction_index] == "mean" \
+                and options[mean_slot] is not None:
+            divisor = options[mean_slot]
+            if divisor.shape != input.shape:
+                return by_torch(values)  # PyTorch's error: it does not broadcast this weight
+            options[reduction_index] = "sum"  # torch's "mean": the sum / the weights' sum
 
         unbatched = batched_shape = None
         if row.class_axis and input.dim() != 2:
@@ -484,6 +496,8 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             loss = loss[0]
         elif batched_shape is not None and loss.dim() == 1:
             loss = loss.reshape(batched_shape)
+        if divisor is not None:
+            loss = loss / divisor.sum()
         return loss
 
     loss_function.__name__ = loss_function.__qualname__ = spec.name

@@ -83,6 +83,76 @@ def ref_softmax_focal(x, target, reduction, alpha=None, gamma=2.0, ignore_index=
     return _reduce(jnp.where(kept, per, 0.0), reduction, kept.sum())
 
 
+# the second wave of element-wise losses (shared/API.md), enrolled as soon as fastloss and
+# tests/cases.py have them; "mean" divides the weighted sum by the number of elements
+
+def _weighted(per, weight):
+    return per if weight is None else per * weight
+
+
+def ref_mse(x, target, reduction, weight=None):
+    return _reduce(_weighted((x - target) ** 2, weight), reduction, x.size)
+
+
+def ref_mae(x, target, reduction, weight=None):
+    return _reduce(_weighted(jnp.abs(x - target), weight), reduction, x.size)
+
+
+def ref_pinball(x, target, reduction, quantile=0.5, weight=None):
+    r = target - x
+    per = jnp.where(r >= 0, quantile * r, (quantile - 1) * r)
+    return _reduce(_weighted(per, weight), reduction, x.size)
+
+
+def ref_log_cosh(x, target, reduction, weight=None):
+    return _reduce(_weighted(optax.log_cosh(x, target), weight), reduction, x.size)
+
+
+def ref_poisson_nll(x, target, reduction, log_input=True, full=False, eps=1e-8, weight=None):
+    per = jnp.exp(x) - target * x if log_input else x - target * jnp.log(x + eps)
+    if full:
+        safe = jnp.where(target > 1, target, 2.0)
+        stirling = safe * jnp.log(safe) - safe + 0.5 * jnp.log(2 * jnp.pi * safe)
+        per = per + jnp.where(target > 1, stirling, 0.0)
+    return _reduce(_weighted(per, weight), reduction, x.size)
+
+
+def ref_tweedie(x, target, reduction, power=1.5, weight=None):
+    per = (-target * jnp.exp((1 - power) * x) / (1 - power)
+           + jnp.exp((2 - power) * x) / (2 - power))
+    return _reduce(_weighted(per, weight), reduction, x.size)
+
+
+def ref_hinge(x, target, reduction, margin=1.0, weight=None):
+    return _reduce(_weighted(jax.nn.relu(margin - target * x), weight), reduction, x.size)
+
+
+def ref_squared_hinge(x, target, reduction, margin=1.0, weight=None):
+    per = jax.nn.relu(margin - target * x) ** 2
+    return _reduce(_weighted(per, weight), reduction, x.size)
+
+
+def ref_soft_margin(x, target, reduction, weight=None):
+    return _reduce(_weighted(jnp.logaddexp(0.0, -target * x), weight), reduction, x.size)
+
+
+def ref_binary_cross_entropy(x, target, reduction, weight=None):
+    per = -(target * jnp.maximum(jnp.log(x), -100.0)
+            + (1 - target) * jnp.maximum(jnp.log1p(-x), -100.0))
+    return _reduce(_weighted(per, weight), reduction, x.size)
+
+
+def ref_kl_div(x, target, reduction, log_target=False, weight=None):
+    if log_target:
+        per = jnp.exp(target) * (target - x)
+    else:
+        per = jax.scipy.special.xlogy(target, target) - target * x
+    per = _weighted(per, weight)
+    if reduction == "batchmean":
+        return per.sum() / x.shape[0]
+    return _reduce(per, reduction, x.size)
+
+
 REFERENCES = {name[len("ref_"):]: function for name, function in globals().items()
               if name.startswith("ref_")}
 ROWS = [row for row in flj.EXPORTED if row.fastloss in CASE_BY_NAME]
@@ -116,6 +186,7 @@ def test_every_fastloss_loss_of_the_table_is_exported():
         exported = hasattr(fastloss, row.fastloss)
         assert (row in flj.EXPORTED) == exported
         assert hasattr(flj, row.fastloss) == exported
+    assert all(row.fastloss in REFERENCES for row in flj.LOSSES)
     missing = [row.fastloss for row in flj.EXPORTED if row.fastloss not in REFERENCES]
     assert not missing, f"add a JAX formula for {missing} to tests/test_jax_adapter.py"
 

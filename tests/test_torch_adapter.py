@@ -438,3 +438,56 @@ def test_training_run_loss_curve_equals_torchs(dtype):
     np.testing.assert_allclose(ours, theirs, rtol=rtol)
     assert ours[-1] < 0.5 * ours[0]  # it learned
     assert accuracy > 0.9 and abs(accuracy - accuracy_ref) < 0.01
+
+
+# ---------------------------------------------- a loss added to fastloss is one row of the table
+
+def _stand_in_mse(input, target, *, weight=None, reduction="mean", compute_grad=True,
+                  out=None, n_threads=None):
+    """fastloss.mse's contract (shared/API.md) in NumPy, for the adapter test below while
+    fastloss has no mse: d^2 times weight; "mean" divides by the number of elements."""
+    d = input - np.asarray(target, dtype=input.dtype)
+    w = np.ones_like(d) if weight is None else np.broadcast_to(weight, d.shape)
+    per = (w * d * d).astype(input.dtype)
+    scale = {"mean": 1.0 / d.size if d.size else np.nan, "sum": 1.0, "none": 1.0}[reduction]
+    loss = per if reduction == "none" else float(per.sum(dtype=np.float64) * scale)
+    grad = (2 * scale * w * d).astype(input.dtype) if compute_grad else None
+    return fastloss.LossResult(loss, grad)
+
+
+@pytest.fixture(scope="module")
+def mse_loss():
+    """fastloss.torch.mse_loss: the real one when fastloss has mse, else the adapter built
+    from the table's mse row over a NumPy stand-in of the kernel."""
+    if hasattr(flt, "mse_loss"):
+        return flt.mse_loss
+    row = next(row for row in flt.LOSSES if row.fastloss == "mse")
+    fastloss.mse = _stand_in_mse
+    try:
+        spec = flt._Spec(row)
+        return flt._make_function(spec, flt._register_custom_op(spec),
+                                  flt._make_eager_function(spec))
+    finally:
+        del fastloss.mse
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_row_of_the_table_is_a_loss(mse_loss, weighted, reduction):
+    """The mse row, torch's weighted "mean" included (mse_loss divides by the weights' sum)."""
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.standard_normal((7, 3)), requires_grad=True)
+    t = torch.tensor(rng.standard_normal((7, 3)))
+    kw = {"weight": torch.tensor(rng.uniform(0.1, 2.0, (7, 3)))} if weighted else {}
+    loss = mse_loss(x, t, reduction=reduction, **kw)
+    assert "mse" in type(loss.grad_fn).__name__ or weighted and reduction == "mean"
+    x_ref = x.detach().clone().requires_grad_()
+    expected = F.mse_loss(x_ref, t, reduction=reduction, **kw)
+    torch.testing.assert_close(loss, expected)
+    loss.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    module = flt.MSELoss if hasattr(flt, "MSELoss") else None
+    if module is not None:
+        torch.testing.assert_close(module(reduction=reduction)(x, t),
+                                   F.mse_loss(x, t, reduction=reduction))
