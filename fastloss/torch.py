@@ -60,11 +60,9 @@ through them), a 1-D unbatched input (C,) to (1, C); the semantics are PyTorch's
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -583,7 +581,7 @@ for _row in EXPORTED:
     _function = _make_function(_spec, CUSTOM_OPS[_row.fastloss], _make_eager_function(_spec))
     globals()[_spec.name] = _function
     globals()[_row.module] = _make_module(_spec, _function)
-    __all__ += [_spec.name, _row.module]
+    __all__.extend((_spec.name, _row.module))
 del _row, _spec, _function
 
 

@@ -147,7 +147,7 @@ def test_module_matches_function(row, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_no_grad_and_input_without_grad(row, dtype):
-    x, target, kwargs, kw = make_inputs(row, {}, dtype)
+    x, target, _, kw = make_inputs(row, {}, dtype)
     t = target_tensor(target, dtype)
     with_grad = adapter(row)(x, t, **kw)
     with torch.no_grad():
