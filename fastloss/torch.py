@@ -39,7 +39,8 @@ with PyTorch's results, errors and warnings:
 - an input on another device (CUDA, MPS, meta), of another dtype (float16, bfloat16, ...) or
   layout (sparse), or a target / weight on another device;
 - a floating target or weight whose dtype is not the input's (PyTorch decides what that means);
-- a target of another shape than the input (element-wise losses: PyTorch broadcasts it);
+- an element-wise loss's target of another shape than the input (PyTorch broadcasts it) or
+  of an integer dtype;
 - a target or weight that requires grad while grad mode is on (the kernels differentiate with
   respect to the input only);
 - an argument the fastloss function does not (yet) take, given a value other than its default
@@ -54,7 +55,12 @@ Inputs with more than two dimensions (N, C, d1, ..., dK) for the class-axis loss
 through them), a 1-D unbatched input (C,) to (1, C); the semantics are PyTorch's.
 
 ``size_average`` and ``reduce``, deprecated in PyTorch, are accepted and turned into
-``reduction`` as PyTorch does.
+``reduction`` as PyTorch does. Where PyTorch's ``"mean"`` of a weighted loss divides by the
+sum of the weights (``mse_loss``, ``l1_loss`` in PyTorch 2.13; a row's ``mean_divides_by``),
+the kernel computes the ``"sum"`` and the adapter divides it by that sum.
+
+A loss computed by the kernel has a ``grad_fn`` named ``fastloss_<name>Backward`` in eager
+mode (the custom op's autograd node under ``torch.compile``).
 """
 
 from __future__ import annotations
