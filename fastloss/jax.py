@@ -14,22 +14,28 @@ in the installed fastloss is not exported.
 
 How a call runs
 ---------------
-Each function is a ``jax.custom_vjp`` whose forward calls the fastloss kernel through
-``jax.pure_callback`` on the host: the forward pass of a differentiated call asks the kernel
-for the loss and the gradient in one pass and keeps the gradient as the residual; the backward
-pass multiplies it by the cotangent (per sample for ``reduction="none"``). A call that is not
-differentiated asks for the loss only. It works under ``jax.jit``, ``jax.grad`` /
-``jax.value_and_grad`` and ``jax.vmap`` (``vmap_method="sequential"``: one kernel call per
-batch element, in a loop).
+Each function is a ``jax.custom_vjp`` whose forward calls the fastloss kernel on the host: the
+forward pass of a differentiated call asks the kernel for the loss and the gradient in one pass
+and keeps the gradient as the residual; the backward pass multiplies it by the cotangent (per
+sample for ``reduction="none"``). A call that is not differentiated asks for the loss only. It
+works under ``jax.jit``, ``jax.grad`` / ``jax.value_and_grad`` and ``jax.vmap``
+(``vmap_method="sequential"``: one kernel call per batch element, in a loop).
 
-Why ``jax.pure_callback`` and not an XLA FFI custom call: the kernels' drivers (the
-fixed-block OpenMP loops with their deterministic double-precision reductions, the fast paths
-and the validation) are Cython code in fastloss._kernels, callable from Python only. An FFI
-handler receives XLA's buffers in C++ and would need a C-level driver per loss: a second copy
-of every driver, and a package build that depends on a C++17 compiler and jaxlib's headers.
-The callback reaches the same kernels; its price is a fixed per-call cost (tens of
-microseconds: the host callback and its dispatch) and one copy of the gradient from the
-kernel's array into an XLA buffer. The kernel itself releases the GIL.
+The host call goes through ``jax.experimental.buffer_callback`` where JAX has it (0.7 and
+later): the callback receives XLA's own CPU buffers, the kernel reads the inputs there and
+writes the gradient straight into XLA's output buffer (``out=``), with no copy either way. It
+is XLA's FFI custom call underneath, without a C++ handler of ours. Older JAX versions use
+``jax.pure_callback``, which copies the arguments to the callback and its results back into
+XLA buffers (two extra passes over the gradient's size; for large inputs it is several times
+slower than the kernel itself).
+
+Why not an XLA FFI handler of our own (``jax.ffi``, C++ against jaxlib's headers): the kernels'
+drivers (the fixed-block OpenMP loops with their deterministic double-precision reductions,
+the fast paths and the validation) are Cython code in fastloss._kernels, callable from Python
+only. A C++ handler would need a second, C-level driver per loss, and the package build would
+depend on a C++17 compiler and jaxlib's headers. ``buffer_callback`` reaches the same
+kernels with the same zero-copy buffers at the price of a Python call per kernel call (tens of
+microseconds); the kernel releases the GIL while it runs.
 
 Arrays and options
 ------------------
@@ -61,6 +67,11 @@ import numpy as np
 import fastloss
 
 __all__ = ["LOSSES", "LossRow", "EXPORTED"]
+
+try:  # XLA's buffers in place, no copies (jax >= 0.7; an experimental API)
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # pragma: no cover - older jax: jax.pure_callback
+    _buffer_callback = None
 
 _MACHINERY = frozenset({"compute_grad", "out", "n_threads", "compute_hess", "hess_out",
                         "lse_out"})
@@ -123,18 +134,35 @@ def _make_function(row: LossRow):
         statics = dict(static_options)
         reduction = statics.get("reduction", "mean")
 
-        def call_kernel(compute_grad, x, target, *arrays):
+        def run(x, target, arrays, compute_grad, grad_out=None):
+            return kernel(np.asarray(x), np.asarray(target), **statics,
+                          **dict(zip(given_arrays, map(np.asarray, arrays))),
+                          compute_grad=compute_grad, out=grad_out)
+
+        def in_place(context, out, x, target, *arrays):
+            """buffer_callback: the kernel reads XLA's buffers and writes the gradient into
+            XLA's output buffer (out=); the loss is stored into the other one."""
+            loss_buffer, grad_buffer = out if isinstance(out, (tuple, list)) else (out, None)
+            grad_out = np.asarray(grad_buffer) if grad_buffer is not None else None
+            loss, _ = run(x, target, arrays, grad_out is not None, grad_out)
+            np.asarray(loss_buffer)[...] = loss
+
+        def copied(compute_grad):
             def host(x, target, *arrays):
-                loss, grad = kernel(np.asarray(x), np.asarray(target), **statics,
-                                    **dict(zip(given_arrays, map(np.asarray, arrays))),
-                                    compute_grad=compute_grad)
+                """pure_callback: arrays in, arrays out (JAX copies them both ways)."""
+                loss, grad = run(x, target, arrays, compute_grad)
                 loss = np.asarray(loss, dtype=x.dtype)
                 return (loss, grad) if compute_grad else loss
+            return host
 
+        def call_kernel(compute_grad, x, target, *arrays):
             loss_type = jax.ShapeDtypeStruct(_loss_shape(row, x.shape, reduction), x.dtype)
             result_type = (loss_type, jax.ShapeDtypeStruct(x.shape, x.dtype)) \
                 if compute_grad else loss_type
-            return jax.pure_callback(host, result_type, x, target, *arrays,
+            if _buffer_callback is not None:
+                return _buffer_callback(in_place, result_type, vmap_method="sequential")(
+                    x, target, *arrays)
+            return jax.pure_callback(copied(compute_grad), result_type, x, target, *arrays,
                                      vmap_method="sequential")
 
         @jax.custom_vjp

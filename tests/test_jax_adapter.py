@@ -277,3 +277,18 @@ def test_errors():
         flj.huber(x, x, delta=1.0, smoothing=2)
     with pytest.raises(Exception, match="target"):  # a value check: raised in the callback
         jax.block_until_ready(flj.softmax_cross_entropy(x, jnp.array([0, 1, 7, 1])))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_pure_callback_route(row, reduction, monkeypatch):
+    """The route of a jax without jax.experimental.buffer_callback: jax.pure_callback."""
+    monkeypatch.setattr(flj, "_buffer_callback", None)
+    x, target, kwargs = make(row, {}, np.float32, seed=5)
+    ours = jax.jit(lambda a: getattr(flj, row.fastloss)(a, target, reduction=reduction, **kwargs))
+    loss, vjp = jax.vjp(ours, x)
+    expected, vjp_ref = jax.vjp(
+        lambda a: REFERENCES[row.fastloss](a, target, reduction, **kwargs), x)
+    np.testing.assert_allclose(loss, expected, **tolerance(np.float32))
+    cotangent = jnp.linspace(0.5, 2.0, loss.size, dtype=loss.dtype).reshape(loss.shape)
+    np.testing.assert_allclose(vjp(cotangent)[0], vjp_ref(cotangent)[0], **tolerance(np.float32))
