@@ -412,6 +412,17 @@ def _kernel_takes(spec: _Spec, input, target, tensor_args) -> bool:
     return target.shape == input.shape and target.is_floating_point()
 
 
+def _fast_apply(function_class):
+    """function_class.apply without torch.autograd.Function.apply's Python layer (its
+    functorch unwrapping and setup_context binding: this function is called outside functorch
+    transforms only, and has no setup_context), ~5 microseconds less per call; the public
+    apply where PyTorch's internals differ."""
+    try:
+        return torch._C._FunctionBase.__dict__["apply"].__get__(None, function_class)
+    except (AttributeError, KeyError, TypeError):  # pragma: no cover - other PyTorch versions
+        return function_class.apply
+
+
 def _make_function(spec: _Spec, custom_op, eager_function):
     row = spec.row
     positional, user_names, defaults = spec.positional, spec.user_names, spec.defaults
@@ -424,6 +435,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     torch_only = frozenset(spec.torch_only) | frozenset(_LEGACY)
     reduction_index = spec.reduction_index
     mean_slot = slots[row.mean_divides_by][0] if row.mean_divides_by in slots else None
+    apply = _fast_apply(eager_function)
 
     def by_torch(values):
         if spec.torch_function is not None:
@@ -493,7 +505,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             loss = custom_op(input, target, *options, compute_grad)[0]
         elif compute_grad:
-            loss = eager_function.apply(input, target, tuple(options))
+            loss = apply(input, target, tuple(options))
         else:
             loss = _kernel_forward(spec, input, target, options, False)[0]
         if unbatched and loss.dim() == 1:
