@@ -1,0 +1,620 @@
+"""fastloss inside PyTorch: the fused kernels as drop-in loss functions and modules.
+
+::
+
+    import fastloss.torch as flt
+    loss = flt.cross_entropy(logits, labels)             # torch.nn.functional's name and arguments
+    criterion = flt.CrossEntropyLoss(label_smoothing=0.1) # torch.nn's name and constructor
+    loss = flt.sigmoid_focal(logits, targets, gamma=2.0)  # fastloss's name where torch has none
+
+Every name is derived from one table, ``LOSSES``: one row per loss (the fastloss function, the
+``torch.nn.functional`` and ``torch.nn`` names when torch has the loss, the arguments that are
+tensors, whether the loss has a class axis). A row whose fastloss function does not exist in
+the installed fastloss is not exported; adding a loss to fastloss is adding its row here.
+
+How a call runs
+---------------
+The forward pass calls the fastloss kernel once and gets the loss and its gradient with respect
+to the input; the gradient is kept, and the backward pass returns it multiplied by
+``grad_output`` (or as it is when ``grad_output`` is the usual 1, in eager mode). Tensors and
+arrays share memory both ways (``tensor.detach().numpy()``, ``torch.from_numpy``): no copy of a
+contiguous input, target or gradient. When no gradient is wanted (``torch.no_grad()``, or an
+input that does not require grad) the kernel is asked for none.
+
+Each loss is registered as a ``torch.library.custom_op`` (``torch.ops.fastloss.<name>``) with
+``register_fake`` and ``register_autograd``, so ``torch.compile(fullgraph=True)`` traces it
+without a graph break. Outside ``torch.compile`` the same forward and backward run through a
+``torch.autograd.Function``, whose call costs a fraction of the custom op's dispatcher path
+(tens of microseconds per call in PyTorch 2.13): the results are the same either way.
+
+The kernels use ``torch.get_num_threads()`` threads (``torch.set_num_threads`` governs them,
+as it governs PyTorch's own CPU kernels); inputs too small to profit run on one thread.
+
+What goes to PyTorch's own implementation
+-----------------------------------------
+The kernels take CPU tensors of dtype float32 or float64. Everything else is computed by PyTorch
+(``torch.nn.functional``, or the same formula in torch operations for fastloss's own losses),
+with PyTorch's results, errors and warnings:
+
+- an input on another device (CUDA, MPS, meta), of another dtype (float16, bfloat16, ...) or
+  layout (sparse), or a target / weight on another device;
+- a floating target or weight whose dtype is not the input's (PyTorch decides what that means);
+- an element-wise loss's target of another shape than the input (PyTorch broadcasts it) or
+  of an integer dtype;
+- a target or weight that requires grad while grad mode is on (the kernels differentiate with
+  respect to the input only);
+- an argument the fastloss function does not (yet) take, given a value other than its default
+  (for instance ``huber_loss(..., weight=w)`` while fastloss's huber has no ``weight``).
+
+Double backward (``create_graph=True`` through a fastloss loss) recomputes that loss with
+PyTorch's implementation inside the backward pass, so second derivatives are PyTorch's; the
+first derivative is still fastloss's. ``torch.compile`` does not trace double backward.
+
+Inputs with more than two dimensions (N, C, d1, ..., dK) for the class-axis losses are moved to
+(N * d1 * ... * dK, C) by torch operations around the kernel (one copy; the gradient flows back
+through them), a 1-D unbatched input (C,) to (1, C); the semantics are PyTorch's.
+
+``size_average`` and ``reduce``, deprecated in PyTorch, are accepted and turned into
+``reduction`` as PyTorch does. Where PyTorch's ``"mean"`` of a weighted loss divides by the
+sum of the weights (``mse_loss``, ``l1_loss`` in PyTorch 2.13; a row's ``mean_divides_by``),
+the kernel computes the ``"sum"`` and the adapter divides it by that sum.
+
+A loss computed by the kernel has a ``grad_fn`` named ``fastloss_<name>Backward`` in eager
+mode (the custom op's autograd node under ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+import fastloss
+
+__all__ = ["LOSSES", "LossRow"]
+
+# fastloss arguments that are the adapter's business, never a user's option here
+_MACHINERY = frozenset({"compute_grad", "out", "n_threads", "compute_hess", "hess_out",
+                        "lse_out"})
+# torch's deprecated reduction switches: folded into `reduction` before anything else
+_LEGACY = ("size_average", "reduce")
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------ the same losses in torch ops
+# fastloss's own losses have no torch.nn.functional counterpart; these are their formulas in
+# torch operations (the maths is in fastloss.sigmoid_focal / fastloss.softmax_focal), used for
+# what the kernels do not take (CUDA, half precision, double backward).
+
+def _torch_sigmoid_focal(logits, target, alpha=0.25, gamma=2.0, reduction="mean",
+                         weight=None):
+    """torchvision.ops.sigmoid_focal_loss's formula (alpha < 0: no alpha factor), times an
+    element weight."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    if weight is not None:
+        loss = loss * weight
+    return _torch_reduce(loss, reduction, loss.numel())
+
+
+def _torch_softmax_focal(logits, target, alpha=None, gamma=2.0, ignore_index=-100,
+                         reduction="mean", sample_weight=None):
+    """-s_i alpha_y (1 - p_y)^gamma log p_y per row; "mean" divides by the sum of s_i over the
+    rows not ignored (their count without sample weights)."""
+    kept = target != ignore_index
+    label = torch.where(kept, target, torch.zeros_like(target))
+    log_p = F.log_softmax(logits, dim=1).gather(1, label[:, None])[:, 0]
+    loss = -((1 - log_p.exp()) ** gamma) * log_p
+    if alpha is not None:
+        alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
+        loss = loss * (alpha[label] if alpha.ndim else alpha)
+    if sample_weight is not None:
+        loss = loss * sample_weight
+        count = torch.where(kept, sample_weight, torch.zeros_like(sample_weight)).sum()
+    else:
+        count = kept.sum()
+    loss = torch.where(kept, loss, torch.zeros_like(loss))
+    return _torch_reduce(loss, reduction, count)
+
+
+def _torch_reduce(loss, reduction, count):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / count
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+# ------------------------------------------------------------------------------ the table
+
+@dataclass(frozen=True)
+class LossRow:
+    """One loss of the adapter.
+
+    fastloss: the fastloss function's name.
+    functional, module: torch.nn.functional's and torch.nn's names when torch has the loss
+        (the adapter then takes torch's arguments); functional None for fastloss's own losses,
+        exported under the fastloss name with a module of the name `module`.
+    tensor_options: the options that are tensors (weights). An option whose default is None
+        is a tensor too unless it is named in optional_scalars; the others are Python scalars.
+    class_axis: a (N, C) input with per-sample losses (N,) under "none" (else element-wise).
+    renamed: torch argument name -> fastloss argument name, where the two differ.
+    torch_formula: for fastloss's own losses, the same loss in torch operations (PyTorch's
+        implementation for what the kernels do not take).
+    """
+
+    fastloss: str
+    functional: Optional[str]
+    module: str
+    tensor_options: Tuple[str, ...] = ()
+    class_axis: bool = False
+    renamed: Dict[str, str] = field(default_factory=dict)
+    torch_formula: Optional[Callable] = None
+    optional_scalars: Tuple[str, ...] = ("logit_softcap",)
+    # torch's "mean" of this loss divides by the sum of this (element-weight) option, not by
+    # the number of elements (torch 2.13: mse_loss and l1_loss; huber_loss divides by N)
+    mean_divides_by: Optional[str] = None
+
+
+LOSSES: Tuple[LossRow, ...] = (
+    LossRow("softmax_cross_entropy", "cross_entropy", "CrossEntropyLoss", ("weight",),
+            class_axis=True),
+    LossRow("binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits",
+            "BCEWithLogitsLoss", ("weight", "pos_weight")),
+    LossRow("huber", "huber_loss", "HuberLoss", ("weight",)),
+    LossRow("smooth_l1", "smooth_l1_loss", "SmoothL1Loss", ("weight",)),
+    LossRow("mse", "mse_loss", "MSELoss", ("weight",), mean_divides_by="weight"),
+    LossRow("mae", "l1_loss", "L1Loss", ("weight",), mean_divides_by="weight"),
+    LossRow("poisson_nll", "poisson_nll_loss", "PoissonNLLLoss", ("weight",)),
+    LossRow("soft_margin", "soft_margin_loss", "SoftMarginLoss", ("weight",)),
+    LossRow("binary_cross_entropy", "binary_cross_entropy", "BCELoss", ("weight",)),
+    LossRow("kl_div", "kl_div", "KLDivLoss"),
+    LossRow("sigmoid_focal", None, "SigmoidFocalLoss", ("weight",),
+            torch_formula=_torch_sigmoid_focal),
+    LossRow("softmax_focal", None, "SoftmaxFocalLoss", ("alpha", "sample_weight"),
+            class_axis=True,
+            torch_formula=_torch_softmax_focal),
+)
+
+
+# ------------------------------------------------------------------- one pass, both paths
+
+class _Spec:
+    """What a row resolves to against the installed fastloss and torch: the kernel, the
+    options passed to it (fastloss names, in the custom op's order) and their schema types,
+    the user-facing signature."""
+
+    def __init__(self, row: LossRow):
+        self.row = row
+        self.kernel = getattr(fastloss, row.fastloss)
+        kernel_params = inspect.signature(self.kernel).parameters
+        if row.functional is not None:
+            self.torch_function = getattr(F, row.functional)
+            self.signature = inspect.signature(self.torch_function)
+            user_params = list(self.signature.parameters.values())
+        else:
+            self.torch_function = None
+            self.signature = inspect.signature(self.kernel).replace(parameters=[
+                p for p in kernel_params.values() if p.name not in _MACHINERY])
+            user_params = list(self.signature.parameters.values())
+        self.name = row.functional or row.fastloss
+        self.user_names = tuple(p.name for p in user_params)
+        self.positional = tuple(p.name for p in user_params
+                                if p.kind == p.POSITIONAL_OR_KEYWORD)
+        self.defaults = {p.name: p.default for p in user_params[2:]}
+        # options passed to the kernel: (user name, fastloss name); the other user options
+        # must be at their default for the kernel to run (else PyTorch computes the loss)
+        self.options = []
+        self.torch_only = []
+        for p in user_params[2:]:
+            if p.name in _LEGACY:
+                continue
+            fl_name = row.renamed.get(p.name, p.name)
+            if fl_name in kernel_params:
+                self.options.append((p.name, fl_name))
+            else:
+                self.torch_only.append(p.name)
+        self.option_names = tuple(fl for _, fl in self.options)
+        self.reduction_index = self.option_names.index("reduction")
+        self.tensor_options = tuple(
+            name for name in self.option_names
+            if name in row.tensor_options or (kernel_params[name].default is None
+                                              and name not in row.optional_scalars))
+        self.float_options = tuple(
+            name for name in self.option_names
+            if name not in self.tensor_options
+            and _schema_type(kernel_params[name].default) in ("float", "float?"))
+        self.to_torch_names = {fl: user for user, fl in self.options}
+
+    def schema(self) -> str:
+        params = inspect.signature(self.kernel).parameters
+        fields = ["Tensor input", "Tensor target"]
+        for name in self.option_names:
+            kind = ("Tensor?" if name in self.tensor_options
+                    else _schema_type(params[name].default))
+            fields.append(f"{kind} {name}")
+        fields.append("bool compute_grad")
+        return "(" + ", ".join(fields) + ") -> (Tensor, Tensor)"
+
+    def torch_loss(self, input, target, options):
+        """The loss by PyTorch's implementation, from the kernel's options (fastloss names)."""
+        if self.torch_function is not None:
+            named = {self.to_torch_names[k]: v for k, v in zip(self.option_names, options)}
+            return self.torch_function(input, target, **named)
+        return self.row.torch_formula(input, target, **dict(zip(self.option_names, options)))
+
+
+def _schema_type(default) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if default is None:
+        return "float?"
+    raise TypeError(f"no custom-op schema type for a default of {default!r}")
+
+
+def _array(tensor):
+    """The tensor's memory as an ndarray (no copy)."""
+    return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
+
+
+def _kernel_forward(spec: _Spec, input, target, options, compute_grad):
+    """One fastloss pass: (loss tensor, gradient tensor or None). Memory is shared between
+    tensors and arrays both ways."""
+    kwargs = dict(zip(spec.option_names, options))
+    for name in spec.tensor_options:
+        if kwargs[name] is not None:
+            kwargs[name] = _array(kwargs[name])
+    # the gradient array is NumPy's (allocated by the kernel call): NumPy asks for huge pages
+    # for large arrays, and a 64 MB gradient from torch.empty measured 1.5-1.7x slower here
+    loss, grad = spec.kernel(_array(input), _array(target), **kwargs,
+                             compute_grad=compute_grad, n_threads=torch.get_num_threads())
+    if loss.__class__ is float:
+        loss = torch.scalar_tensor(loss, dtype=input.dtype)
+    else:
+        loss = torch.from_numpy(loss)
+    return loss, (torch.from_numpy(grad) if compute_grad else None)
+
+
+def _kernel_backward(spec: _Spec, saved, reduction, grad_loss, eager=False):
+    """The input's gradient: the saved gradient times grad_output (per sample for "none").
+    With grad mode on (create_graph=True) PyTorch's implementation gives a differentiable
+    one (double backward)."""
+    grad, input, target, *options = saved
+    if torch.is_grad_enabled():
+        with torch.enable_grad():
+            loss = spec.torch_loss(input, target, options)
+            (result,) = torch.autograd.grad(loss, input, grad_loss, create_graph=True)
+        return result
+    if reduction == "none":
+        return grad * (grad_loss.unsqueeze(-1) if spec.row.class_axis else grad_loss)
+    if eager and type(grad_loss) is torch.Tensor and grad_loss.item() == 1.0:
+        # d(loss)/d(loss): the saved gradient is the answer, without a pass over it
+        # (autograd copies it before accumulating it while the graph still holds it, as with
+        # retain_graph=True). Only in eager mode: a traced backward cannot branch on a value.
+        return grad
+    return grad * grad_loss
+
+
+def _save(ctx, spec, inputs, grad):
+    """Keep for backward: the gradient, and the inputs (for a double backward only)."""
+    input, target, *rest = inputs
+    options = rest[:-1]
+    tensors = [o for o in options if isinstance(o, torch.Tensor)]
+    ctx.tensor_slots = [isinstance(o, torch.Tensor) for o in options]
+    ctx.scalars = [o for o in options if not isinstance(o, torch.Tensor)]
+    ctx.save_for_backward(grad, input, target, *tensors)
+    ctx.reduction = options[spec.reduction_index]
+
+
+def _saved(ctx):
+    grad, input, target, *tensors = ctx.saved_tensors
+    tensors, scalars = iter(tensors), iter(ctx.scalars)
+    options = [next(tensors) if slot else next(scalars) for slot in ctx.tensor_slots]
+    return (grad, input, target, *options)
+
+
+def _op_forward(spec: _Spec, input, target, options, compute_grad):
+    loss, grad = _kernel_forward(spec, input, target, options, compute_grad)
+    return loss, (grad if grad is not None else input.new_empty((0,)))
+
+
+def _register_custom_op(spec: _Spec):
+    op = torch.library.custom_op(f"fastloss::{spec.row.fastloss}", mutates_args=(),
+                                 schema=spec.schema())(
+        lambda input, target, *rest: _op_forward(spec, input, target, rest[:-1], rest[-1]))
+
+    @op.register_fake
+    def _fake(input, target, *rest):
+        reduction, compute_grad = rest[spec.reduction_index], rest[-1]
+        if reduction == "none":
+            shape = input.shape[:1] if spec.row.class_axis else input.shape
+        else:
+            shape = ()
+        loss = input.new_empty(shape)
+        grad = input.new_empty(input.shape if compute_grad else (0,))
+        return loss, grad
+
+    def setup_context(ctx, inputs, output):
+        _save(ctx, spec, inputs, output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    def backward(ctx, grad_loss, _grad_of_grad):
+        result = _kernel_backward(spec, _saved(ctx), ctx.reduction, grad_loss)
+        return (result,) + (None,) * (len(spec.option_names) + 2)
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op
+
+
+def _make_eager_function(spec: _Spec):
+    """The same forward and backward as the custom op, as a torch.autograd.Function (its
+    backward node is named after the loss: `<fastloss name>Backward`). Only the gradient is
+    a saved tensor; the inputs, needed by a double backward alone, are kept as they are
+    (their version is checked then), and the options travel as one tuple: the fewer
+    arguments and saved tensors, the cheaper a call."""
+
+    def forward(ctx, input, target, options):
+        loss, grad = _kernel_forward(spec, input, target, options, True)
+        ctx.save_for_backward(grad)
+        ctx.inputs = (input, target, options)
+        ctx.versions = (input._version, target._version)
+        ctx.reduction = options[spec.reduction_index]
+        return loss
+
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        input, target, options = ctx.inputs
+        if torch.is_grad_enabled() and (input._version, target._version) != ctx.versions:
+            raise RuntimeError(
+                f"fastloss.torch.{spec.name}: the input or target was modified in place after "
+                "the loss was computed; a double backward (create_graph=True) needs them as "
+                "they were")
+        result = _kernel_backward(spec, (grad, input, target, *options), ctx.reduction,
+                                  grad_loss, eager=True)
+        return result, None, None
+
+    return type(f"fastloss_{spec.row.fastloss}", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward),
+        "__module__": __name__})
+
+
+# --------------------------------------------------------------------- the public function
+
+def _kernel_takes(spec: _Spec, input, target, tensor_args) -> bool:
+    """Whether the fastloss kernel takes these arguments (else PyTorch computes the loss)."""
+    if not (isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return False
+    dtype = input.dtype
+    if not input.is_cpu or dtype not in _KERNEL_DTYPES or input.layout != torch.strided:
+        return False
+    grad_mode = torch.is_grad_enabled()
+    for tensor in (target, *tensor_args):
+        if (not tensor.is_cpu or tensor.layout != torch.strided
+                or (grad_mode and tensor.requires_grad)
+                or (tensor.dtype != dtype and tensor.is_floating_point())):
+            return False
+    if spec.row.class_axis:
+        return not target.is_floating_point() or target.shape == input.shape
+    # element-wise: PyTorch's rules for other target dtypes and broadcast shapes
+    return target.shape == input.shape and target.is_floating_point()
+
+
+def _fast_apply(function_class):
+    """function_class.apply without torch.autograd.Function.apply's Python layer (its
+    functorch unwrapping and setup_context binding: this function is called outside functorch
+    transforms only, and has no setup_context), ~5 microseconds less per call; the public
+    apply where PyTorch's internals differ."""
+    try:
+        return torch._C._FunctionBase.__dict__["apply"].__get__(None, function_class)
+    except (AttributeError, KeyError, TypeError):  # pragma: no cover - other PyTorch versions
+        return function_class.apply
+
+
+def _make_function(spec: _Spec, custom_op, eager_function):
+    row = spec.row
+    positional, user_names, defaults = spec.positional, spec.user_names, spec.defaults
+    max_positional = len(positional)
+    # the kernel's options in the custom op's order, at their defaults; a call overwrites
+    # the ones it gives (slot: user name -> (index, is a tensor option, is a float option))
+    default_options = [defaults[user] for user, _ in spec.options]
+    slots = {user: (index, fl in spec.tensor_options, fl in spec.float_options)
+             for index, (user, fl) in enumerate(spec.options)}
+    torch_only = frozenset(spec.torch_only) | frozenset(_LEGACY)
+    reduction_index = spec.reduction_index
+    mean_slot = slots[row.mean_divides_by][0] if row.mean_divides_by in slots else None
+    apply = _fast_apply(eager_function)
+
+    def by_torch(values):
+        if spec.torch_function is not None:
+            return spec.torch_function(**values)
+        return row.torch_formula(**values)
+
+    def loss_function(*args, **kwargs):
+        if len(args) > max_positional:
+            raise TypeError(f"{spec.name}() takes at most {max_positional} positional "
+                            f"arguments ({len(args)} given)")
+        values = dict(zip(positional, args))
+        if kwargs:
+            for key in kwargs:
+                if key not in defaults and key not in user_names[:2]:
+                    raise TypeError(f"{spec.name}() got an unexpected keyword argument {key!r}")
+                if key in values:
+                    raise TypeError(f"{spec.name}() got multiple values for argument {key!r}")
+            values.update(kwargs)
+        try:
+            input, target = values[user_names[0]], values[user_names[1]]
+        except KeyError as missing:
+            raise TypeError(f"{spec.name}() missing required argument {missing}") from None
+
+        options = default_options.copy()
+        tensor_args = []
+        if len(values) > 2:
+            if (values.get("size_average") is not None or values.get("reduce") is not None):
+                values["reduction"] = torch.nn._reduction.legacy_get_string(
+                    values.pop("size_average", None), values.pop("reduce", None))
+            for key, value in values.items():
+                slot = slots.get(key)
+                if slot is None:
+                    if key in torch_only and value is not defaults[key] and (
+                            isinstance(value, torch.Tensor) or value != defaults[key]):
+                        return by_torch(values)  # an option the kernel does not take
+                    continue
+                index, is_tensor, is_float = slot
+                if is_tensor and value is not None:
+                    if not isinstance(value, torch.Tensor):  # a Python scalar (alpha)
+                        value = torch.tensor(value, dtype=getattr(input, "dtype", None))
+                    tensor_args.append(value)
+                elif is_float and value is not None:
+                    value = float(value)
+                options[index] = value
+        if not _kernel_takes(spec, input, target, tensor_args):
+            return by_torch(values)
+        divisor = None
+        if mean_slot is not None and options[reduction_index] == "mean" \
+                and options[mean_slot] is not None:
+            divisor = options[mean_slot]
+            if divisor.shape != input.shape:
+                return by_torch(values)  # PyTorch's error: it does not broadcast this weight
+            options[reduction_index] = "sum"  # torch's "mean": the sum / the weights' sum
+
+        unbatched = batched_shape = None
+        if row.class_axis and input.dim() != 2:
+            if input.dim() == 1:  # one sample (C,)
+                unbatched = True
+                input, target = input.unsqueeze(0), target.unsqueeze(0)
+            elif input.dim() > 2:  # (N, C, d1, ..., dK): samples (N * d1 * ... dK, C)
+                n_classes = input.shape[1]
+                batched_shape = input.shape[:1] + input.shape[2:]
+                input = input.movedim(1, -1).reshape(-1, n_classes)
+                target = (target.movedim(1, -1).reshape(-1, n_classes)
+                          if target.is_floating_point() else target.reshape(-1))
+        compute_grad = input.requires_grad and torch.is_grad_enabled()
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            loss = custom_op(input, target, *options, compute_grad)[0]
+        elif compute_grad:
+            loss = apply(input, target, tuple(options))
+        else:
+            loss = _kernel_forward(spec, input, target, options, False)[0]
+        if unbatched and loss.dim() == 1:
+            loss = loss[0]
+        elif batched_shape is not None and loss.dim() == 1:
+            loss = loss.reshape(batched_shape)
+        if divisor is not None:
+            loss = loss / divisor.sum()
+        return loss
+
+    loss_function.__name__ = loss_function.__qualname__ = spec.name
+    loss_function.__signature__ = spec.signature
+    loss_function.__module__ = __name__
+    source = (f"torch.nn.functional.{spec.name}" if spec.torch_function is not None
+              else f"fastloss.{row.fastloss}")
+    loss_function.__doc__ = (
+        f"{source} computed by fastloss.{row.fastloss}'s fused kernel (loss and gradient in "
+        f"one pass); arguments and semantics of {source}. Inputs the kernel does not take go "
+        f"to PyTorch's implementation (see fastloss.torch).\n\n"
+        f"The maths: fastloss.{row.fastloss}.__doc__.")
+    return loss_function
+
+
+# ----------------------------------------------------------------------------- the modules
+
+def _make_module(spec: _Spec, function):
+    row = spec.row
+    if spec.torch_function is not None:
+        base = getattr(torch.nn, row.module)
+        module_args = [name for name in inspect.signature(base.__init__).parameters
+                       if name in spec.defaults and name not in _LEGACY]
+
+        def forward(self, input, target):
+            return function(input, target, **{name: getattr(self, name) for name in module_args})
+
+        doc = (f"torch.nn.{row.module} whose forward is fastloss.torch.{spec.name} (the fused "
+               f"kernel of fastloss.{row.fastloss}); same constructor, buffers and state_dict.")
+        return type(row.module, (base,), {"forward": forward, "__doc__": doc,
+                                          "__module__": __name__})
+
+    option_names = tuple(spec.defaults)
+
+    def __init__(self, *args, **kwargs):
+        torch.nn.Module.__init__(self)
+        bound = init_signature.bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        for name in option_names:
+            value = bound.arguments[name]
+            if name in spec.tensor_options and isinstance(value, torch.Tensor):
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, value)
+
+    def forward(self, input, target):
+        return function(input, target, **{name: getattr(self, name) for name in option_names})
+
+    def extra_repr(self):
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in option_names
+                         if not isinstance(getattr(self, name), torch.Tensor))
+
+    init_signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+           for name, default in spec.defaults.items()])
+    __init__.__signature__ = init_signature
+    doc = (f"fastloss.{row.fastloss} as a torch.nn.Module: the constructor takes the "
+           f"function's options {option_names}; forward(input, target) returns "
+           f"fastloss.torch.{spec.name}(input, target, **options).")
+    return type(row.module, (torch.nn.Module,), {
+        "__init__": __init__, "forward": forward, "extra_repr": extra_repr, "__doc__": doc,
+        "__module__": __name__})
+
+
+# ------------------------------------------------------------------------------- export
+
+#: the rows exported by this fastloss (a row whose fastloss function does not exist yet, or
+#: whose torch.nn.functional function this torch lacks, is skipped)
+EXPORTED: Tuple[LossRow, ...] = tuple(
+    row for row in LOSSES
+    if hasattr(fastloss, row.fastloss)
+    and (row.functional is None or (hasattr(F, row.functional) and hasattr(torch.nn, row.module))))
+
+#: fastloss name -> the torch.library custom op (torch.ops.fastloss.<name>)
+CUSTOM_OPS: Dict[str, object] = {}
+_SPECS: Dict[str, _Spec] = {}
+
+for _row in EXPORTED:
+    _spec = _Spec(_row)
+    _SPECS[_row.fastloss] = _spec
+    CUSTOM_OPS[_row.fastloss] = _register_custom_op(_spec)
+    _function = _make_function(_spec, CUSTOM_OPS[_row.fastloss], _make_eager_function(_spec))
+    globals()[_spec.name] = _function
+    globals()[_row.module] = _make_module(_spec, _function)
+    __all__.extend((_spec.name, _row.module))
+del _row, _spec, _function
+
+
+def functional_name(row: LossRow) -> str:
+    """The adapter's function name of a row: torch's where torch has the loss."""
+    return row.functional or row.fastloss
+
+
+def kernel_option_names(row: LossRow) -> Tuple[str, ...]:
+    """The fastloss options the adapter passes to the kernel for an exported row, and the
+    torch argument name of each: ((fastloss name, torch name), ...)."""
+    spec = _SPECS[row.fastloss]
+    return tuple((fl, user) for user, fl in spec.options)
+
+
+__all__ += ["EXPORTED", "CUSTOM_OPS", "functional_name", "kernel_option_names"]

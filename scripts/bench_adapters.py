@@ -1,0 +1,266 @@
+"""Benchmark of the adapters (issue 16): fastloss.torch and fastloss.jax against the
+frameworks' own losses, forward + backward, float32, 2 threads, one run.
+
+    python scripts/bench_adapters.py [--repeats 15] [--threads 2] [--quick]
+
+Prints markdown tables: median times of repeats (after warm-up), and the ratio of each peer to
+the fastloss adapter. Compare only within one run (HELPERS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+
+def parse():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    return parser.parse_args()
+
+
+ARGS = parse()
+# before any framework starts its thread pools
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true "
+                      f"intra_op_parallelism_threads={ARGS.threads}")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import fastloss  # noqa: E402
+import fastloss.torch as flt  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+
+
+def median_time(function, repeats=None, min_time=0.0):
+    """Median seconds of `function()` over repeats, after a warm-up; calls that take less
+    than ~1 ms are timed in loops so the timer's resolution does not matter."""
+    repeats = repeats or ARGS.repeats
+    for _ in range(2):
+        function()
+    start = time.perf_counter()
+    function()
+    once = time.perf_counter() - start
+    inner = max(1, int(1e-3 / max(once, 1e-9)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            function()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def fmt(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------- torch: large losses
+
+def torch_cases():
+    rng = np.random.default_rng(0)
+    ce_shapes = [(16384, 1000), (4096, 100), (65536, 10)]
+    n_elements = 2 ** 24
+    if ARGS.quick:
+        ce_shapes, n_elements = [(512, 100), (256, 10)], 2 ** 16
+    for shape in ce_shapes:
+        x = torch.from_numpy((rng.standard_normal(shape) * 3).astype(np.float32))
+        y = torch.from_numpy(rng.integers(0, shape[1], shape[0]))
+        yield (f"cross_entropy {shape[0]}x{shape[1]}", x, y, flt.cross_entropy, F.cross_entropy,
+               lambda a, b: fastloss.softmax_cross_entropy(a, b, n_threads=ARGS.threads))
+    x = torch.from_numpy((rng.standard_normal(n_elements) * 3).astype(np.float32))
+    soft = torch.from_numpy(rng.random(n_elements, dtype=np.float32))
+    yield (f"binary_cross_entropy_with_logits 2^{n_elements.bit_length() - 1}", x, soft,
+           flt.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
+           lambda a, b: fastloss.binary_cross_entropy_with_logits(a, b, n_threads=ARGS.threads))
+    regression = torch.from_numpy((rng.standard_normal(n_elements) * 2).astype(np.float32))
+    yield (f"huber_loss 2^{n_elements.bit_length() - 1}", x, regression, flt.huber_loss,
+           F.huber_loss, lambda a, b: fastloss.huber(a, b, n_threads=ARGS.threads))
+
+
+def forward_backward(loss_function, x, target):
+    def step():
+        x.grad = None
+        loss_function(x, target).backward()
+    return step
+
+
+def bench_torch_large():
+    rows = []
+    for name, x, target, ours, theirs, bare in torch_cases():
+        x = x.clone().requires_grad_()
+        x_np, target_np = x.detach().numpy(), target.numpy()
+        compiled = torch.compile(theirs)
+        times = {
+            "fastloss (NumPy call)": median_time(lambda: bare(x_np, target_np)),
+            "fastloss.torch": median_time(forward_backward(ours, x, target)),
+            "torch eager": median_time(forward_backward(theirs, x, target)),
+            "torch.compile": median_time(forward_backward(compiled, x, target)),
+        }
+        # the same gradient (a check that each peer did the work)
+        x.grad = None
+        ours(x, target).backward()
+        mine = x.grad.clone()
+        x.grad = None
+        theirs(x, target).backward()
+        assert torch.allclose(mine, x.grad, rtol=1e-4, atol=1e-9), name
+        adapter = times["fastloss.torch"]
+        rows.append([name] + [fmt(t) for t in times.values()]
+                    + [f"{times['torch eager'] / adapter:.1f}x",
+                       f"{times['torch.compile'] / adapter:.1f}x"])
+        del x, compiled
+    table("fastloss.torch: forward + backward (loss(x, t).backward()), float32",
+          ["case", "fastloss (NumPy call)", "fastloss.torch", "torch eager", "torch.compile",
+           "eager / adapter", "compile / adapter"], rows)
+
+
+# ------------------------------------------------------------------ torch: per-call overhead
+
+def bench_overhead():
+    rng = np.random.default_rng(1)
+    rows = []
+    cases = [
+        ("cross_entropy 8x10", rng.standard_normal((8, 10)), rng.integers(0, 10, 8),
+         flt.cross_entropy, F.cross_entropy, fastloss.softmax_cross_entropy),
+        ("huber_loss 64", rng.standard_normal(64), rng.standard_normal(64), flt.huber_loss,
+         F.huber_loss, fastloss.huber),
+    ]
+    for name, x_np, target_np, ours, theirs, bare in cases:
+        x_np = x_np.astype(np.float32)
+        if target_np.dtype.kind == "f":
+            target_np = target_np.astype(np.float32)
+        x, target = torch.from_numpy(x_np), torch.from_numpy(target_np)
+        xg = x.clone().requires_grad_()
+        repeats = max(ARGS.repeats, 25)
+        bare_time = median_time(lambda: bare(x_np, target_np), repeats)
+        no_grad = median_time(lambda: ours(x, target), repeats)
+        with_grad = median_time(forward_backward(ours, xg, target), repeats)
+        torch_grad = median_time(forward_backward(theirs, xg, target), repeats)
+        rows.append([name, fmt(bare_time), fmt(no_grad), fmt(no_grad - bare_time),
+                     fmt(with_grad), fmt(torch_grad)])
+    table("fastloss.torch: per-call overhead (tiny inputs, medians of loops)",
+          ["case", "bare fastloss call (loss + grad)", "adapter, no grad",
+           "overhead over bare", "adapter forward + backward", "torch eager forward + backward"],
+          rows)
+
+
+# ------------------------------------------------------------------ torch: a training step
+
+def bench_training_step():
+    try:
+        from sklearn.datasets import load_digits
+        features, labels = load_digits(return_X_y=True)
+    except ImportError:
+        rng = np.random.default_rng(0)
+        features, labels = rng.uniform(0, 16, (1797, 64)), rng.integers(0, 10, 1797)
+    features = torch.tensor((features - features.mean(0)) / (features.std(0) + 1e-6),
+                            dtype=torch.float32)
+    labels = torch.as_tensor(labels)
+    batch = 256
+    x, y = features[:batch], labels[:batch]
+    rows = []
+    results = {}
+    for name, criterion in [("fastloss.torch.CrossEntropyLoss", flt.CrossEntropyLoss()),
+                            ("torch.nn.CrossEntropyLoss", torch.nn.CrossEntropyLoss())]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                    torch.nn.Linear(64, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def step():
+            optimizer.zero_grad()
+            criterion(model(x), y).backward()
+            optimizer.step()
+
+        def loss_only():
+            with torch.no_grad():
+                criterion(model(x), y)
+
+        results[name] = median_time(step, max(ARGS.repeats, 25))
+        rows.append([name, fmt(results[name]), fmt(median_time(loss_only, max(ARGS.repeats, 25)))])
+    table("digits MLP (64-64-10), batch 256, SGD: one training step",
+          ["loss", "training step", "forward only (no_grad)"], rows)
+
+
+# ------------------------------------------------------------------------------ jax
+
+def bench_jax():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import fastloss.jax as flj
+
+    rng = np.random.default_rng(2)
+    shape, n_elements = ((512, 100), 2 ** 16) if ARGS.quick else ((16384, 1000), 2 ** 24)
+    x = jnp.asarray((rng.standard_normal(shape) * 3).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, shape[1], shape[0]).astype(np.int32))
+    xe = jnp.asarray((rng.standard_normal(n_elements) * 3).astype(np.float32))
+    te = jnp.asarray(rng.random(n_elements, dtype=np.float32))
+    power = n_elements.bit_length() - 1
+    cases = [
+        (f"softmax_cross_entropy {shape[0]}x{shape[1]}", x, y,
+         lambda a, b: flj.softmax_cross_entropy(a, b),
+         lambda a, b: optax.softmax_cross_entropy_with_integer_labels(a, b).mean(),
+         lambda a, b: fastloss.softmax_cross_entropy(a, b)),
+        (f"binary_cross_entropy_with_logits 2^{power}", xe, te,
+         lambda a, b: flj.binary_cross_entropy_with_logits(a, b),
+         lambda a, b: optax.sigmoid_binary_cross_entropy(a, b).mean(),
+         lambda a, b: fastloss.binary_cross_entropy_with_logits(a, b)),
+        (f"huber 2^{power}", xe, te, lambda a, b: flj.huber(a, b),
+         lambda a, b: optax.huber_loss(a, b).mean(), lambda a, b: fastloss.huber(a, b)),
+    ]
+    rows = []
+    for name, a, b, ours, theirs, bare in cases:
+        ours_vg = jax.jit(jax.value_and_grad(ours))
+        theirs_vg = jax.jit(jax.value_and_grad(theirs))
+        a_np, b_np = np.asarray(a), np.asarray(b)
+        times = {
+            "fastloss (NumPy call)": median_time(lambda: bare(a_np, b_np)),
+            "fastloss.jax": median_time(lambda: jax.block_until_ready(ours_vg(a, b))),
+            "jax.jit(value_and_grad)": median_time(
+                lambda: jax.block_until_ready(theirs_vg(a, b))),
+        }
+        np.testing.assert_allclose(ours_vg(a, b)[1], theirs_vg(a, b)[1], rtol=1e-3, atol=1e-9)
+        rows.append([name] + [fmt(t) for t in times.values()]
+                    + [f"{times['jax.jit(value_and_grad)'] / times['fastloss.jax']:.1f}x"])
+    table("fastloss.jax: jax.jit(jax.value_and_grad(loss)), float32",
+          ["case", "fastloss (NumPy call)", "fastloss.jax (jit)", "jax.jit(value_and_grad)",
+           "jax / adapter"], rows)
+
+
+def main():
+    print(f"fastloss {fastloss.__version__}, SIMD {fastloss.simd_level()}, torch "
+          f"{torch.__version__}, {ARGS.threads} threads, load average "
+          f"{os.getloadavg()[0]:.2f} at start")
+    bench_torch_large()
+    bench_overhead()
+    bench_training_step()
+    try:
+        bench_jax()
+    except ImportError as missing:
+        print(f"\n(jax benchmark skipped: {missing})")
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""fastloss.torch under torch.distributed: DDP over two real CPU processes (gloo backend,
+127.0.0.1 only) gives the parameter gradients of the single-process run on the whole batch."""
+
+import socket
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+import fastloss.torch as flt  # noqa: E402
+import torch_ddp_worker  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# DDP averages the parameter gradients over the processes. With "mean" that equals the
+# whole-batch mean's gradient when every process keeps as many samples (torch_ddp_worker's
+# labels keep 28 in each of the two shards); with "sum" it is the whole-batch sum's / 2.
+CONFIGURATIONS = [{"label_smoothing": 0.1}, {"reduction": "sum"},
+                  {"weight": None, "ignore_index": -100, "reduction": "mean"}]
+
+
+def test_ddp_two_processes_equal_single_process(tmp_path):
+    world_size = 2
+    result_path = tmp_path / "rank0.pt"
+    mp.spawn(torch_ddp_worker.run_rank,
+             args=(world_size, free_port(), str(result_path), "CrossEntropyLoss",
+                   CONFIGURATIONS),
+             nprocs=world_size, join=True)
+    distributed = torch.load(result_path)
+    assert len(distributed) == len(CONFIGURATIONS)
+
+    for loss_kwargs, ddp_grads in zip(CONFIGURATIONS, distributed):
+        features, labels, model = torch_ddp_worker.make_problem()
+        kept = [int((labels[rank::world_size] != -100).sum()) for rank in range(world_size)]
+        assert kept[0] == kept[1]
+        flt.CrossEntropyLoss(**loss_kwargs)(model(features), labels).backward()
+        scale = 1.0 / world_size if loss_kwargs.get("reduction") == "sum" else 1.0
+        for single, ddp in zip(model.parameters(), ddp_grads):
+            torch.testing.assert_close(ddp, single.grad * scale, rtol=1e-5, atol=1e-7)
