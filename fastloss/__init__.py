@@ -30,6 +30,11 @@ __all__ = [
     "simd_level",
 ]
 
+# issue 17, large vocabularies: linear_cross_entropy (the LM head without the (N, V) logits)
+from ._linear_ce import linear_cross_entropy  # noqa: E402
+
+__all__ += ["linear_cross_entropy"]
+
 
 def openmp_enabled() -> bool:
     """True when the kernels were compiled with OpenMP and can use several threads."""
