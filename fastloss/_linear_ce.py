@@ -191,6 +191,27 @@ def _chunk_size(value, n_samples, n_classes, itemsize) -> int:
     return size
 
 
+def _targets(target_array, n_samples, n_classes, dtype, ignore_index):
+    """(indices, None) for class indices (int64), (None, probabilities) for an (N, V) float
+    target."""
+    if target_array.ndim == 1:
+        return check.class_indices(target_array, "target", n_samples), None
+    if target_array.ndim == 2:
+        if target_array.dtype.kind in "iu" and target_array.shape == (n_samples, 1):
+            raise ValueError(f"target of shape {target_array.shape} holds class indices as a "
+                             "column; pass target.ravel() (shape (N,))")
+        if target_array.dtype.kind != "f":
+            raise TypeError("a 2-D target holds class probabilities and must have a floating "
+                            f"dtype, got dtype {target_array.dtype} (class indices are a 1-D "
+                            "integer target)")
+        if ignore_index != -100:
+            raise ValueError("ignore_index applies only to class-index targets; leave it at "
+                             f"its default (-100) with probability targets, got {ignore_index}")
+        return None, check.float_target(target_array, "target", dtype, (n_samples, n_classes))
+    raise ValueError("target must be 1-D class indices (N,) or 2-D probabilities (N, V), "
+                     f"got {target_array.ndim}-D shape {target_array.shape}")
+
+
 def _out_tuple(out, differentiated: dict, others: dict):
     """`out`: None or a sequence of one entry per differentiated input (None or an array that
     follows the rules of `out`). Only hidden's gradient may be written in place over hidden:
@@ -320,22 +341,7 @@ def linear_cross_entropy(
     rows_per_chunk = _chunk_size(chunk_size, n_samples, n_classes, dtype.itemsize)
 
     target_array = np.asarray(target)
-    if target_array.ndim == 1:
-        indices = check.class_indices(target_array, "target", n_samples)
-    elif target_array.ndim == 2:
-        if target_array.dtype.kind != "f":
-            raise TypeError("a 2-D target holds class probabilities and must have a floating "
-                            f"dtype, got dtype {target_array.dtype} (class indices are a 1-D "
-                            "integer target)")
-        if ignore_index != -100:
-            raise ValueError("ignore_index applies only to class-index targets; leave it at "
-                             f"its default (-100) with probability targets, got {ignore_index}")
-        indices = None
-        probabilities = check.float_target(target_array, "target", dtype,
-                                           (n_samples, n_classes))
-    else:
-        raise ValueError("target must be 1-D class indices (N,) or 2-D probabilities (N, V), "
-                         f"got {target_array.ndim}-D shape {target_array.shape}")
+    indices, probabilities = _targets(target_array, n_samples, n_classes, dtype, ignore_index)
     weight_array = check.class_weight(class_weight, "class_weight", n_classes, dtype)
     grad_outs = _out_tuple(out, {"hidden": hidden, "weight": weight, "bias": bias},
                            {"target": target_array, "class_weight": class_weight})

@@ -296,7 +296,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
     """NumPy reference of fastloss.linear_cross_entropy: the full (N, V) logits, then the
     cross-entropy of softmax_cross_entropy above, the z-loss and the softcap chain rule written
     out. ``chunk_size`` and ``n_threads`` are checked and ignored."""
-    from ._linear_ce import _chunk_size, _linear_inputs, _out_tuple
+    from ._linear_ce import _chunk_size, _linear_inputs, _out_tuple, _targets
 
     hidden, weight, bias, n, _, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
@@ -310,6 +310,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
            else check.real_scalar(logit_softcap, "logit_softcap", low=0.0, low_open=True))
     _chunk_size(chunk_size, n, n_classes, dtype.itemsize)
     target_array = np.asarray(target)
+    _targets(target_array, n, n_classes, dtype, ignore_index)
     w = check.class_weight(class_weight, "class_weight", n_classes, dtype)
     outs = _out_tuple(out, {"hidden": hidden, "weight": weight, "bias": bias},
                       {"target": target_array, "class_weight": class_weight})

@@ -411,6 +411,10 @@ def _error_cases(dtype, hidden, weight, bias, target):
         (ValueError, {"bias": bias[:-1]}),
         (ValueError, {"target": target[:-1]}),
         (ValueError, {"target": bad_target}),
+        (ValueError, {"target": target[:, None]}),
+        (ValueError, {"target": target.astype(float)[:, None].repeat(V, axis=1), "ignore_index": 3}),
+        (ValueError, {"target": np.zeros((N, V + 1))}),
+        (ValueError, {"target": np.zeros((N, 1, 1), np.int64)}),
         (ValueError, {"chunk_size": 0}),
         (ValueError, {"chunk_size": -3}),
         (TypeError, {"chunk_size": 2.5}),
@@ -459,6 +463,8 @@ def test_error_messages_name_the_argument():
         fastloss.linear_cross_entropy(hidden, weight.astype(np.float64), target)
     with pytest.raises(ValueError, match=r"out\[1\] overlaps weight"):
         fastloss.linear_cross_entropy(hidden, weight, target, out=(None, weight, None))
+    with pytest.raises(ValueError, match=r"target.ravel\(\)"):
+        fastloss.linear_cross_entropy(hidden, weight, target[:, None])
     with pytest.raises(ValueError, match="class index 50 at position 3"):
         bad = target.copy()
         bad[3] = 50
