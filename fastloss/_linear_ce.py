@@ -72,18 +72,23 @@ def _gemm_into(gemm, alpha: float, a: np.ndarray, b: np.ndarray, c: np.ndarray, 
 _THREADPOOL_CONTROLLER = None
 
 
+def _threadpool_controller():
+    """threadpoolctl's view of the loaded libraries, made once (after SciPy's BLAS is loaded)."""
+    global _THREADPOOL_CONTROLLER
+    if _THREADPOOL_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+        _THREADPOOL_CONTROLLER = ThreadpoolController()
+    return _THREADPOOL_CONTROLLER
+
+
 def _blas_threads(n_threads: Optional[int]):
     """Within the call, every BLAS library loaded (NumPy's and SciPy's OpenBLAS) runs on
     n_threads threads. The GEMMs and the OpenMP CE kernel run one after the other, never at
     once, so with the same count for both the cores are never oversubscribed. None leaves the
     BLAS settings alone (their defaults, OPENBLAS_NUM_THREADS, threadpoolctl limits)."""
-    global _THREADPOOL_CONTROLLER
     if n_threads is None:
         return contextlib.nullcontext()
-    if _THREADPOOL_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-        _THREADPOOL_CONTROLLER = ThreadpoolController()
-    return _THREADPOOL_CONTROLLER.limit(limits=n_threads, user_api="blas")
+    return _threadpool_controller().limit(limits=n_threads, user_api="blas")
 
 
 # ------------------------------------------------------------------------- the CE step
@@ -317,9 +322,9 @@ def linear_cross_entropy(
         loss_i = sum_j a_ij (lse_i - x'_ij) + z lse_i^2          (0 for ignored rows)
         g_ij = dloss_i/dx_ij = (S_i p_ij - a_ij + 2 z lse_i p_ij) (1 - tanh(x_ij / c)^2)
 
-    with p_i = softmax(x'_i). "mean" divides the sum by D = sum of the kept rows' class
+    with p_i = softmax(x'_i). "mean" divides the sum by M = sum of the kept rows' class
     weights (their count without class weight; N for probability targets), computed once for
-    the whole batch; "sum" does not; "none" returns loss_i. With s = 1/D for "mean" and 1
+    the whole batch; "sum" does not; "none" returns loss_i. With s = 1/M for "mean" and 1
     otherwise: dH = s g W, dW = s g^T H, db = s sum_i g_i. Per chunk c of rows, g_c is formed
     in the chunk buffer, dH_c = s g_c W, dW += s g_c^T H_c (BLAS, beta = 1, chunks in order),
     db += sum_i g_ci (double). The loss is summed in double in chunk order: for fixed inputs,
@@ -328,7 +333,7 @@ def linear_cross_entropy(
     Edge cases as softmax_cross_entropy: an empty batch gives nan for "mean" (0.0 for "sum")
     and zero dW, db; every target ignored gives nan for "mean" and all-zero gradients.
     """
-    hidden, weight, bias, n_samples, n_features, n_classes = _linear_inputs(hidden, weight, bias)
+    hidden, weight, bias, n_samples, _, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -353,6 +358,8 @@ def linear_cross_entropy(
         denominator = float(n_samples)
         kept = np.ones(n_samples, dtype=bool)
     gemm = _gemm_for(dtype)
+    if n_threads is not None:
+        _threadpool_controller()  # imported before anything is written
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     hidden_c = np.ascontiguousarray(hidden)
@@ -363,8 +370,8 @@ def linear_cross_entropy(
         grad_weight = grad_outs[1] if grad_outs[1] is not None else np.empty_like(weight_c)
         if bias is not None:
             grad_bias = grad_outs[2] if grad_outs[2] is not None else np.empty(n_classes, dtype)
-    # "mean" scales the gradients by 1/D in the GEMMs (alpha), never on the (n, V) buffer. With
-    # D = 0 the rows kept (class weights summing to 0) get nan gradients and the ignored rows
+    # "mean" scales the gradients by 1/M in the GEMMs (alpha), never on the (n, V) buffer. With
+    # M = 0 the rows kept (class weights summing to 0) get nan gradients and the ignored rows
     # zeros, as softmax_cross_entropy on the full logits gives: the nan goes onto the kept rows
     # of the buffer, and alpha stays 1.
     scale = 1.0
