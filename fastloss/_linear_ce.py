@@ -30,13 +30,20 @@ from ._api import LossResult, softmax_cross_entropy
 
 # ------------------------------------------------------------------------- chunk size
 # The chunk buffer is streamed through memory, not held in cache, at the vocabularies this is
-# for (one float32 row of a 32k vocabulary is 128 KiB, a 2 MiB L2 holds 16 rows). What the
-# row count decides is the GEMMs' arithmetic intensity on the weight: every chunk streams the
-# (V, D) weight twice and dW once (read and write), about 16 V D bytes in float32 for
-# 6 n V D flops, 0.375 n flop/byte. 128 rows keep the three GEMMs compute-bound on this
-# machine's ~50 GFLOP/s/core against ~10-20 GB/s; the measured throughput still grows up to
-# ~256 rows. The byte budget bounds the buffer so that it stays a small fraction of the (N, V)
-# logits (1/21 at (4096, 512, 32768) float32) and within the last-level cache of a server CPU.
+# for (one float32 row of a 32k vocabulary is 128 KiB, a 2 MiB L2 holds 16 rows); its passes
+# (GEMM write, CE in place, two GEMM reads) cost ~16 bytes per 6 D flops, negligible for
+# D >= 64. What the row count decides is the GEMMs' efficiency on the weight: every chunk
+# streams the (V, D) weight twice and dW once (read and write), ~16 V D bytes in float32 for
+# 6 n V D flops. Measured on the 2-core dev VM (1 BLAS thread, load average ~10, so +-30 %):
+# at (4096, 512, 32768) the chunked GEMMs ran at 1.1-1.4x the full GEMMs with 128-256 rows;
+# at (2048, 1024, 131072) at 1.6-1.9x with 64-256 rows. With 2 BLAS threads on that loaded
+# box small chunks were far worse: 4.5x the full GEMMs at 192 rows, 1.3x at 512, 0.7-0.8x at
+# 1024. It is the dH GEMM (K = V, a thin output): 108 ms on one thread, 1628 ms on two for
+# one 192-row chunk (OpenBLAS's threads wait for each other, per K panel we believe, and a
+# descheduled partner costs a time slice). The byte budget bounds the buffer to a small
+# fraction of the (N, V) logits: peak RSS above inputs and gradients 33-40 MiB (1/16-1/13,
+# the 24 MiB buffer plus OpenBLAS's packing buffers) at (4096, 512, 32768), 32 MiB (1/32) at
+# (2048, 1024, 131072) float32. Pass a larger chunk_size where memory allows.
 CHUNK_BUFFER_BYTES = 24 * 2**20
 MIN_CHUNK_ROWS = 64
 CHUNK_ROW_MULTIPLE = 16

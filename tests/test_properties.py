@@ -68,7 +68,10 @@ def write_example_counts(reporter):
 def test_registry_covers_every_public_loss():
     public = {name for name in fastloss.__all__ if rc.is_loss_function(getattr(fastloss, name))}
     assert public, "no loss function found in fastloss.__all__"
-    missing = public - set(rc.CASES_BY_NAME)
+    # issue 17: losses with several differentiated inputs (grad a tuple) are outside this
+    # single-input registry; each has its own test file
+    several_inputs = {"linear_cross_entropy"}  # tests/test_linear_cross_entropy.py
+    missing = public - set(rc.CASES_BY_NAME) - several_inputs
     assert not missing, f"losses without an entry in tests/reliability_cases.py: {sorted(missing)}"
     for name in public:
         assert hasattr(fastloss.reference, name), f"fastloss.reference has no {name}"
