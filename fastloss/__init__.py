@@ -55,6 +55,10 @@ __all__ = [
 # the buffer cache of returned arrays (issue 18); its cap is read from the environment here
 from . import _buffers
 from ._buffers import set_buffer_cache
+# issue 17, large vocabularies: linear_cross_entropy (the LM head without the (N, V) logits)
+from ._linear_ce import linear_cross_entropy  # noqa: E402
+
+__all__ += ["linear_cross_entropy"]
 
 
 def openmp_enabled() -> bool:

@@ -867,3 +867,82 @@ def margin_ranking(input1, input2, target, *, margin=0.0, reduction="mean", comp
         on = hinge >= 0
         g1 = np.where(on, -y, 0).astype(np.float64)
     return _pair_finish(per_element, (g1, -g1), reduction, compute_grad, outs, x1.dtype)
+
+# ----------------------------------------------------------------- issue 17, large vocabularies
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
+                         ignore_index=-100, label_smoothing=0.0, z_loss=0.0, logit_softcap=None,
+                         reduction="mean", compute_grad=True, out=None, chunk_size=None,
+                         n_threads=None):
+    """NumPy reference of fastloss.linear_cross_entropy: the full (N, V) logits, then the
+    cross-entropy of softmax_cross_entropy above, the z-loss and the softcap chain rule written
+    out. ``chunk_size`` and ``n_threads`` are checked and ignored."""
+    from ._linear_ce import _chunk_size, _linear_inputs, _out_tuple, _targets
+
+    hidden, weight, bias, n, _, n_classes = _linear_inputs(hidden, weight, bias)
+    dtype = hidden.dtype
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    check.n_threads(n_threads)
+    ignore_index = check.ignore_index(ignore_index)
+    check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    z = check.real_scalar(z_loss, "z_loss", low=0.0)
+    cap = (None if logit_softcap is None
+           else check.real_scalar(logit_softcap, "logit_softcap", low=0.0, low_open=True))
+    _chunk_size(chunk_size, n, n_classes, dtype.itemsize)
+    target_array = np.asarray(target)
+    _targets(target_array, n, n_classes, dtype, ignore_index)
+    w = check.class_weight(class_weight, "class_weight", n_classes, dtype)
+    outs = _out_tuple(out, {"hidden": hidden, "weight": weight, "bias": bias},
+                      {"target": target_array, "class_weight": class_weight})
+
+    logits = np.asarray(hidden) @ np.asarray(weight).T
+    if bias is not None:
+        logits = logits + bias
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if cap is not None:
+            tanh = np.tanh(logits / cap)
+            logits = cap * tanh
+        # the CE part (per-sample losses and their gradients); it checks target and weight
+        ce_loss, ce_grad = softmax_cross_entropy(logits, target_array, weight=w,
+                                                 ignore_index=ignore_index,
+                                                 label_smoothing=label_smoothing,
+                                                 reduction="none")
+        if target_array.ndim == 1:
+            kept = check.class_indices(target_array, "target", n) != ignore_index
+            w_full = np.ones(n_classes) if w is None else w.astype(np.float64)
+            y = np.where(kept, target_array, 0).astype(np.int64)
+            denominator = float(np.where(kept, w_full[y], 0).sum()) if w is not None else float(kept.sum())
+        else:
+            kept = np.ones(n, dtype=bool)
+            denominator = float(n)
+        # z-loss: z lse^2 per kept row, gradient 2 z lse softmax(x)
+        x64 = logits.astype(np.float64)
+        row_max = x64.max(axis=1, keepdims=True) if n_classes else np.zeros((n, 1))
+        lse = (row_max + np.log(np.exp(x64 - row_max).sum(axis=1, keepdims=True)))[:, 0]
+        per_sample = ce_loss.astype(np.float64) + np.where(kept, z * lse**2, 0.0)
+        grad = ce_grad.astype(np.float64)
+        if z > 0:
+            softmax = np.exp(x64 - lse[:, None])
+            grad = grad + np.where(kept[:, None], 2 * z * lse[:, None] * softmax, 0.0)
+        if cap is not None:
+            grad = grad * (1 - tanh.astype(np.float64) ** 2)
+        result = _finish(per_sample, grad, denominator, reduction, True, None, np.float64,
+                         kept=kept)
+    loss = result.loss.astype(dtype) if reduction == "none" else result.loss
+    if not compute_grad:
+        return LossResult(loss, None)
+    g = result.grad
+    grads = [g @ np.asarray(weight, np.float64), g.T @ np.asarray(hidden, np.float64),
+             g.sum(axis=0) if bias is not None else None]
+    for index, value in enumerate(grads):
+        if value is None:
+            continue
+        value = value.astype(dtype)
+        if outs[index] is not None:
+            outs[index][...] = value
+            value = outs[index]
+        grads[index] = value
+    return LossResult(loss, tuple(grads))
+
+__all__.append("linear_cross_entropy")  # issue 17

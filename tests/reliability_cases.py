@@ -59,6 +59,7 @@ TESTED_ELSEWHERE = {
     "tversky": "tests/test_overlap.py",
     "triplet_margin": "tests/test_pairs.py", "contrastive": "tests/test_pairs.py",
     "cosine_embedding": "tests/test_pairs.py", "margin_ranking": "tests/test_pairs.py",
+    "linear_cross_entropy": "tests/test_linear_cross_entropy.py",
 }
 
 # Shapes big enough to run several blocks on several threads: more than

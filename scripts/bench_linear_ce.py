@@ -1,0 +1,183 @@
+"""Benchmark of fastloss.linear_cross_entropy (issue 17): forward + backward wall time and
+peak memory against the three GEMMs alone and PyTorch's F.linear_cross_entropy.
+
+Every (implementation, shape) runs in its own process (``--worker``), so that its peak RSS is
+its own: the worker builds the inputs, warms up on a small problem, resets the kernel's
+high-water mark (``/proc/self/clear_refs``; the warm-up is the same call on 64 rows, which
+leaves each library's GEMM workspace resident as a training loop would), times ``--repeats`` runs and reports the median
+time and the peak RSS above what it held before the first run plus the gradients' size.
+
+    python scripts/bench_linear_ce.py                      # both shapes, every implementation
+    python scripts/bench_linear_ce.py --shapes 4096,512,32768 --chunk-sweep 64,128,192,256,512
+
+Implementations:
+  fastloss          fastloss.linear_cross_entropy (default chunk unless --chunk)
+  gemm3_full        the three GEMMs on the full (N, V) logits, SciPy's BLAS (the one fastloss
+                    uses), no loss: logits = H W^T, dH = G W, dW = G^T H
+  gemm3_chunked     the same three GEMMs in fastloss's chunk loop (dW accumulated, beta = 1)
+  gemm_forward      H W^T alone (what a vocabulary-tiled two-pass variant would add)
+  torch_chunked     F.linear_cross_entropy(..., options=LinearCrossEntropyOptions()) + backward
+  torch_reference   F.linear_cross_entropy(..., options=None) + backward
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+IMPLEMENTATIONS = ["gemm3_full", "gemm3_chunked", "gemm_forward", "fastloss",
+                   "torch_chunked", "torch_reference"]
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+
+
+def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    import fastloss
+    from fastloss import _linear_ce
+
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((n, d), dtype=np.float32)
+    weight = rng.standard_normal((v, d), dtype=np.float32) * np.float32(1 / np.sqrt(d))
+    target = rng.integers(0, v, n)
+    gemm = _linear_ce._gemm_for(np.dtype(np.float32))
+    rows = chunk or _linear_ce.default_chunk_size(n, v, 4)
+
+    if name.startswith("torch"):
+        import torch
+        import torch.nn.functional as F
+        torch.set_num_threads(threads)
+        options = torch.nn.LinearCrossEntropyOptions() if name == "torch_chunked" else None
+
+        def run(h, w, t):
+            ht = torch.from_numpy(h).requires_grad_(True)
+            wt = torch.from_numpy(w).requires_grad_(True)
+            loss = F.linear_cross_entropy(ht, wt, torch.from_numpy(t), options=options)
+            loss.backward()
+            return float(loss), ht.grad, wt.grad
+    elif name == "fastloss":
+        def run(h, w, t):
+            return fastloss.linear_cross_entropy(h, w, t, chunk_size=chunk, n_threads=threads)
+    else:
+        def run(h, w, t):
+            n_rows = len(h)
+            dh, dw = np.empty_like(h), np.empty_like(w)
+            if name == "gemm3_chunked":
+                buffer = np.empty((min(rows, n_rows), w.shape[0]), h.dtype)
+                for start in range(0, n_rows, rows):
+                    ht = h[start:start + rows].T
+                    block = buffer[: ht.shape[1]]
+                    _linear_ce._gemm_into(gemm, 1.0, w.T, ht, block.T, trans_a=1)
+                    _linear_ce._gemm_into(gemm, 1.0, ht, block.T, dw.T, trans_b=1,
+                                          beta=0.0 if start == 0 else 1.0)
+                    _linear_ce._gemm_into(gemm, 1.0, w.T, block.T, dh[start:start + rows].T)
+                return dh, dw
+            logits = np.empty((n_rows, w.shape[0]), h.dtype)
+            _linear_ce._gemm_into(gemm, 1.0, w.T, h.T, logits.T, trans_a=1)
+            if name == "gemm3_full":
+                _linear_ce._gemm_into(gemm, 1.0, h.T, logits.T, dw.T, trans_b=1)
+                _linear_ce._gemm_into(gemm, 1.0, w.T, logits.T, dh.T)
+            return dh, dw
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        # warm-up on 64 rows with the full weight: thread pools, lazy imports, and each
+        # library's GEMM workspace at these shapes (resident in a training loop anyway).
+        # MALLOC_MMAP_THRESHOLD_ (set by the parent) returns the warm-up's arrays to the OS.
+        run(hidden[:64].copy(), weight, target[:64].copy())
+        gradient_kib = (hidden.nbytes + weight.nbytes) // 1024
+        _reset_peak()
+        before = _rss_kib("VmRSS")
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = run(hidden, weight, target)
+            times.append(time.perf_counter() - start)
+            del result
+        peak = _rss_kib("VmHWM")
+    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked") else None,
+            "median_s": statistics.median(times), "times_s": times,
+            "peak_above_inputs_and_grads_mib": (peak - before - gradient_kib) / 1024,
+            "logits_mib": n * v * 4 / 2**20, "simd": fastloss.simd_level()}
+
+
+def _run_one(name, shape, threads, repeats, chunk):
+    command = [sys.executable, __file__, "--worker", name, "--shapes", ",".join(map(str, shape)),
+               "--threads", str(threads), "--repeats", str(repeats)]
+    if chunk:
+        command += ["--chunk", str(chunk)]
+    # a fixed mmap threshold: every array above 64 KiB is mmapped and unmapped on free, so the
+    # warm-up's arrays are not kept in the heap and counted in the baseline
+    environment = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        return {"name": name, "shape": list(shape), "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default="4096,512,32768;2048,1024,131072",
+                        help="N,D,V triples separated by ';'")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument("--chunk", type=int, default=None)
+    parser.add_argument("--chunk-sweep", default="", help="chunk sizes to time fastloss at")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";") if s]
+    if args.worker:
+        print(json.dumps(_worker(args.worker, *shapes[0], args.threads, args.repeats, args.chunk)))
+        return
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    results = []
+    for shape in shapes:
+        for name in args.only.split(","):
+            results.append(_run_one(name, shape, args.threads, args.repeats, args.chunk))
+            print(json.dumps(results[-1]), flush=True)
+        for chunk in [int(c) for c in args.chunk_sweep.split(",") if c]:
+            for name in ("fastloss", "gemm3_chunked"):
+                results.append(_run_one(name, shape, args.threads, args.repeats, chunk))
+                print(json.dumps(results[-1]), flush=True)
+    print(f"load average after: {os.getloadavg()}", flush=True)
+    print()
+    print("| N, D, V | implementation | chunk | median s | / 3 GEMMs | peak above inputs+grads MiB | / logits |")
+    print("|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        rows = [r for r in results if tuple(r["shape"]) == shape]
+        floor = next((r["median_s"] for r in rows if r["name"] == "gemm3_full" and "error" not in r), None)
+        for r in rows:
+            if "error" in r:
+                print(f"| {shape} | {r['name']} | | failed: {r['error']} | | | |")
+                continue
+            ratio = f"{r['median_s'] / floor:.2f}" if floor else ""
+            print(f"| {shape} | {r['name']} | {r['chunk'] or ''} | {r['median_s']:.3f} | {ratio} | "
+                  f"{r['peak_above_inputs_and_grads_mib']:.0f} | "
+                  f"{r['peak_above_inputs_and_grads_mib'] / r['logits_mib']:.3f} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
