@@ -14,6 +14,8 @@ from ._api import (
     smooth_l1,
     softmax_focal,
 )
+# class-axis losses (issue 13)
+from ._class_losses import kl_divergence_with_logits, multi_margin
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,8 @@ __all__ = [
     "smooth_l1",
     "sigmoid_focal",
     "softmax_focal",
+    "multi_margin",
+    "kl_divergence_with_logits",
     "openmp_enabled",
     "show_config",
     "simd_level",
