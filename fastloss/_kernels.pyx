@@ -1011,7 +1011,7 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
     cdef fl_block_fn fn
     cdef int64_t tile = class_axis_tile(n_classes, inner)
     cdef int64_t n_items, items_per_block, elements_per_item
-    if inner > 1:
+    if inner != 1:   # tiles (none at all when a spatial dimension is 0)
         n_items = n_samples * ((inner + tile - 1) // tile)
         elements_per_item = n_classes * tile
     else:
