@@ -53,7 +53,7 @@ def class_axis_logits(logits, name: str = "logits"):
     """Logits of a class-axis loss: float32/float64, (N, C) or (N, C, d1, ..., dK), C >= 1."""
     logits = check.float_input(logits, name)
     if logits.ndim < 2:
-        raise ValueError(f"{name} must be (N, C) or (N, C, d1, ..., dK), got {logits.ndim}-D "
+        raise ValueError(f"{name} must be 2-D (N, C) or (N, C, d1, ..., dK), got {logits.ndim}-D "
                          f"shape {logits.shape}")
     if logits.shape[1] < 1:
         raise ValueError(f"{name} must have at least one class (C >= 1), got shape "
