@@ -472,14 +472,16 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     n, n_classes = x.shape
     rows = np.arange(n)
     w_y = (w.astype(np.float64)[y] if w is not None else np.ones(n))
-    xx = x.astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        v = margin - xx[rows, y][:, None] + xx
+    xx = np.asarray(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # hinges in the input's dtype, sums in float64
+        v = (dtype.type(margin) - xx[rows, y][:, None]) + xx
         active = v > 0                      # nan compares false: no term (as torch)
         active[rows, y] = False
-        hinge = np.where(active, v ** p if p == 2 else v, 0.0)
+        hinge = np.where(active, v * v if p == 2 else v, 0).astype(np.float64)
         per_sample = w_y * hinge.sum(axis=1) / n_classes
-        grad = np.where(active, (2 * v if p == 2 else 1.0), 0.0) * (w_y / n_classes)[:, None]
+        slope = np.where(active, 2 * v.astype(np.float64) if p == 2 else 1.0, 0.0)
+        grad = slope * (w_y / n_classes)[:, None]
         grad[rows, y] = -grad.sum(axis=1)
     return _finish(per_sample, grad, float(n), reduction, compute_grad, out, dtype)
 
@@ -495,7 +497,7 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
         log_q = _log_softmax(x.astype(np.float64) / temperature)
         log_p = _log_softmax(t.astype(np.float64) / temperature)
         p = np.exp(log_p)
-        terms = np.where(p > 0, p * (log_p - log_q), 0.0)
+        terms = np.where(p == 0, 0.0, p * (log_p - log_q))   # 0 log 0 = 0; nan stays nan
         per_sample = temperature ** 2 * terms.sum(axis=1)
         grad = temperature * (np.exp(log_q) - p)
     return _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)
