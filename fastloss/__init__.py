@@ -33,6 +33,8 @@ from ._elementwise import gaussian_kl, l1_penalty, l2_penalty
 
 # the element-wise losses of the loss table (fastloss/_table.py), each a function made there
 globals().update(_ELEMENTWISE_FUNCTIONS)
+# class-axis losses (issue 13)
+from ._class_losses import kl_divergence_with_logits, multi_margin  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,8 @@ __all__ = [
     "gaussian_kl",
     "l1_penalty",
     "l2_penalty",
+    "multi_margin",
+    "kl_divergence_with_logits",
     "openmp_enabled",
     "show_config",
     "simd_level",

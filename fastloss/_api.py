@@ -18,6 +18,7 @@ import numpy as np
 from . import _kernels
 from . import _validation as check
 from ._results import LossGradHess, LossResult  # noqa: F401 (re-exported)
+from . import _class_losses  # issue 13: the class-axis options
 
 _kernels._set_result_type(LossResult)
 
@@ -41,18 +42,33 @@ def softmax_cross_entropy(
     compute_grad=True,
     out=None,
     n_threads=None,
+    sample_weight=None,
+    z_loss=0.0,
+    logit_softcap=None,
+    lse_out=None,
 ) -> LossResult:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in one pass.
 
-    Semantics of ``torch.nn.functional.cross_entropy``.
+    Semantics of ``torch.nn.functional.cross_entropy``, plus sample weights, a z-loss
+    (PaLM), logit soft-capping (Gemma 2) and the log-sum-exp out.
 
     Parameters
     ----------
-    logits : ndarray (N, C), float32 or float64
-    target : ndarray (N,) of integer class indices in [0, C) (or ``ignore_index``), or
-        ndarray (N, C) of class probabilities (any real dtype, converted to logits' dtype).
+    logits : ndarray (N, C) or (N, C, d1, ..., dK), float32 or float64
+    target : ndarray (N,) (or (N, d1, ..., dK)) of integer class indices in [0, C) (or
+        ``ignore_index``), or ndarray of the logits' shape of class probabilities (any real
+        dtype, converted to logits' dtype). "none" returns (N,) (or (N, d1, ..., dK)).
     weight : array (C,), optional
         Per-class weights w (all 1 when None).
+    sample_weight : array (N,) or of the target's sample shape (N, d1, ..., dK), optional
+        Non-negative factors s_i of each sample's loss (and gradient).
+    z_loss : float >= 0
+        zl: each kept sample adds zl s_i lse_i^2 (lse_i the log-sum-exp of its logits after
+        the cap; not multiplied by the class weight).
+    logit_softcap : None or float > 0
+        c: the logits become c tanh(x / c) before everything else.
+    lse_out : None or ndarray of the sample shape and the logits' dtype
+        Receives every sample's log-sum-exp (ignored samples too), under the rules of out.
     ignore_index : int
         Class-index targets equal to it contribute no loss and a zero gradient row. Must stay
         at its default with probability targets.
@@ -75,7 +91,30 @@ def softmax_cross_entropy(
     "mean" divides the sum by sum_i w_{y_i} over the samples not ignored (by their count
     without weight) for class indices, and by N for probabilities; the gradient is that of
     the returned loss. An empty batch or a zero denominator gives nan for "mean".
+
+    The class-axis options. With z_c = c tanh(x_c / c) (z = x without a cap),
+    lse = log sum_c exp(z_c) = m + log sum_c exp(z_c - m), sample weight s_i and z-loss zl:
+
+        loss_i = s_i [ sum_c a_c (lse - z_c) + zl lse^2 ]       (zl term for kept samples)
+        dloss_i/dx_j = s_i [ (S + 2 zl lse) p_j - a_j ] (1 - t_j)(1 + t_j),  t_j = z_j / c
+
+    (no last factor without a cap): the z-loss only changes the softmax factor S and comes
+    from the lse the loss needs anyway, and the cap's derivative 1 - tanh^2 is taken as
+    (1 - t)(1 + t), exactly 0 where tanh saturates (fl_math.h's tanh: accurate near 0,
+    exactly +-1 from |x / c| > 9.01 in float32). "mean" divides the whole sum by
+    sum_i s_i w_{y_i} over the kept samples (sum_i s_i for probability targets). K-dim
+    logits are taken as N * d1 * ... * dK samples, as torch does, without a transpose: the
+    kernel runs over tiles of consecutive positions as vector lanes, looping over the
+    strided class axis.
     """
+    if (sample_weight is not None or lse_out is not None or logit_softcap is not None
+            or not (isinstance(z_loss, (int, float)) and z_loss == 0)
+            or (isinstance(logits, np.ndarray) and logits.ndim != 2)):
+        return _class_losses.softmax_cross_entropy(
+            logits, target, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, compute_grad=compute_grad,
+            out=out, n_threads=n_threads, sample_weight=sample_weight, z_loss=z_loss,
+            logit_softcap=logit_softcap, lse_out=lse_out)
     # the common case (plain arrays, class indices, no weight) without Python-level checks
     result = _kernels.softmax_cross_entropy_fast(logits, target, weight, ignore_index,
                                                  label_smoothing, reduction, compute_grad, out,
@@ -149,13 +188,18 @@ def softmax_focal(
     compute_grad=True,
     out=None,
     n_threads=None,
+    sample_weight=None,
 ) -> LossResult:
     r"""Softmax focal loss and its gradient with respect to the logits, in one pass.
 
     Parameters
     ----------
-    logits : ndarray (N, C), float32 or float64
-    target : ndarray (N,) of integer class indices in [0, C) (or ``ignore_index``)
+    logits : ndarray (N, C) or (N, C, d1, ..., dK), float32 or float64
+    target : ndarray (N,) (or (N, d1, ..., dK)) of integer class indices in [0, C) (or
+        ``ignore_index``); "none" returns that shape
+    sample_weight : array (N,) or of the target's shape, optional
+        Non-negative factors s_i of each sample's loss and gradient; "mean" then divides by
+        sum_i s_i over the kept samples (no class factor in the denominator).
     alpha : None, float, or array (C,)
         Class factor alpha_y: 1 for None, the same float for every class, or per class.
     gamma : float >= 0
@@ -181,8 +225,14 @@ def softmax_focal(
     Stable form: with m = max_c x_c and e_c = exp(x_c - m), 1 - p_y = sum_{c != y} e_c / s
     (summed directly, not as 1 - p_y) and -log p_y = log1p(sum_{c != y} e_c / e_y) where
     p_y >= 1/2, log s - (x_y - m) elsewhere: accurate for logits of any finite magnitude,
-    judged relative to their differences.
+    judged relative to their differences. K-dim logits are N * d1 * ... * dK samples,
+    processed as softmax_cross_entropy's (tiles of positions as vector lanes).
     """
+    if sample_weight is not None or (isinstance(logits, np.ndarray) and logits.ndim != 2):
+        return _class_losses.softmax_focal(
+            logits, target, alpha=alpha, gamma=gamma, ignore_index=ignore_index,
+            reduction=reduction, compute_grad=compute_grad, out=out, n_threads=n_threads,
+            sample_weight=sample_weight)
     result = _kernels.softmax_focal_fast(logits, target, alpha, gamma, ignore_index, reduction,
                                          compute_grad, out, n_threads)
     if result is not None:  # plain arrays, class indices, scalar alpha: the checks done in C

@@ -164,5 +164,51 @@ def pairs(
     eps: float,
     margin: float,
     grad_scale: float,
+# class-axis losses (issue 13)
+CLASS_TILE_MAX: int
+
+def class_axis_tile(n_classes: int, inner: int) -> int: ...
+def class_axis(
+    focal: bool,
+    logits: np.ndarray,
+    n_samples: int,
+    n_classes: int,
+    inner: int,
+    target: Optional[np.ndarray],
+    target_prob: Optional[np.ndarray],
+    weight: Optional[np.ndarray],
+    sample_weight: Optional[np.ndarray],
+    sample_weight_per_position: bool,
+    ignore_index: int,
+    label_smoothing: float,
+    weight_sum: float,
+    grad_scale: float,
+    z_loss: float,
+    softcap: float,
+    alpha_scalar: float,
+    gamma: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    lse_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def multi_margin(
+    input: np.ndarray,
+    target: np.ndarray,
+    weight: Optional[np.ndarray],
+    p: int,
+    margin: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
+    n_threads: int,
+) -> float: ...
+def distill_kl(
+    logits: np.ndarray,
+    target_logits: np.ndarray,
+    temperature: float,
+    grad_scale: float,
+    grad: Optional[np.ndarray],
+    loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...

@@ -226,6 +226,15 @@ cdef extern from "fl_kernels.h" nogil:
         fl_block_fn softmax_focal_f32
         fl_block_fn softmax_focal_f64
         fl_check_targets_fn check_targets
+        # class-axis losses (issue 13)
+        fl_block_fn class_ce_f32
+        fl_block_fn class_ce_f64
+        fl_block_fn class_focal_f32
+        fl_block_fn class_focal_f64
+        fl_block_fn multi_margin_f32
+        fl_block_fn multi_margin_f64
+        fl_block_fn distill_kl_f32
+        fl_block_fn distill_kl_f64
 
     int FL_ISA_COUNT
     int fl_isa_compiled(int level)
@@ -285,7 +294,7 @@ if hasattr(_os, "register_at_fork"):
 
 # in the order of fl_math_fn (fl_kernels.h)
 MATH_FUNCTIONS = ("exp", "exp_nonpos", "log", "log1p", "softplus", "log_sigmoid", "sigmoid",
-                  "log1p_unit", "exp_neg", "expm1_neg")
+                  "log1p_unit", "exp_neg", "expm1_neg", "tanh")
 
 
 cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
@@ -1288,3 +1297,195 @@ def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray 
         args32.grad_scale = grad_scale
         args = &args32
     return run_blocks(fn, args, n_items, items_per_block, dim, n_threads)
+# ------------------------------------------------------------------ class-axis losses (issue 13)
+# K-dimensional inputs, sample weights, z-loss, logit soft-capping and lse_out of softmax
+# cross-entropy and softmax focal (fl_class_axis.inc), multi_margin (fl_multi_margin.inc) and
+# kl_divergence_with_logits (fl_distill_kl.inc). Arguments validated by fastloss/_class_losses.py.
+
+cdef extern from "fl_kernels.h" nogil:
+    int FL_CLASS_TILE_MAX
+    ctypedef struct fl_class_axis_args_f32:
+        const float *logits
+        const int64_t *target
+        const float *target_prob
+        const float *weight
+        const float *sample_weight
+        float *grad
+        float *loss_out
+        float *lse_out
+        int64_t n_classes, inner, tile, sample_weight_per_position, ignore_index
+        double label_smoothing, weight_sum, grad_scale, z_loss, softcap, alpha_scalar, gamma
+    ctypedef struct fl_class_axis_args_f64:
+        const double *logits
+        const int64_t *target
+        const double *target_prob
+        const double *weight
+        const double *sample_weight
+        double *grad
+        double *loss_out
+        double *lse_out
+        int64_t n_classes, inner, tile, sample_weight_per_position, ignore_index
+        double label_smoothing, weight_sum, grad_scale, z_loss, softcap, alpha_scalar, gamma
+    ctypedef struct fl_multi_margin_args_f32:
+        const float *input
+        const int64_t *target
+        const float *weight
+        float *grad
+        float *loss_out
+        int64_t n_classes, p
+        double margin, grad_scale
+    ctypedef struct fl_multi_margin_args_f64:
+        const double *input
+        const int64_t *target
+        const double *weight
+        double *grad
+        double *loss_out
+        int64_t n_classes, p
+        double margin, grad_scale
+    ctypedef struct fl_distill_kl_args_f32:
+        const float *logits
+        const float *target_logits
+        float *grad
+        float *loss_out
+        int64_t n_classes
+        double temperature, grad_scale
+    ctypedef struct fl_distill_kl_args_f64:
+        const double *logits
+        const double *target_logits
+        double *grad
+        double *loss_out
+        int64_t n_classes
+        double temperature, grad_scale
+
+# elements of a K-dim tile (C classes x W positions): it stays in L1/L2 between its passes
+cdef enum:
+    CLASS_TILE_ELEMENTS = 8192
+
+CLASS_TILE_MAX = FL_CLASS_TILE_MAX
+
+
+def class_axis_tile(int64_t n_classes, int64_t inner):
+    """Positions per tile of a K-dim call: about CLASS_TILE_ELEMENTS / C, a multiple of 16
+    in [16, FL_CLASS_TILE_MAX], at most P. Depends only on the shape (never on threads)."""
+    cdef int64_t w = CLASS_TILE_ELEMENTS // max(n_classes, 1)
+    w = (w // 16) * 16
+    w = min(max(w, 16), FL_CLASS_TILE_MAX)
+    return max(1, min(w, inner))
+
+
+def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_classes,
+               int64_t inner, cnp.ndarray target, cnp.ndarray target_prob, cnp.ndarray weight,
+               cnp.ndarray sample_weight, bint sample_weight_per_position, int64_t ignore_index,
+               double label_smoothing, double weight_sum, double grad_scale, double z_loss,
+               double softcap, double alpha_scalar, double gamma, cnp.ndarray grad,
+               cnp.ndarray loss_out, cnp.ndarray lse_out, int n_threads):
+    """Sum of the per-sample losses (times the sample weights) of softmax cross-entropy
+    (focal=False) or softmax focal over logits (N, C, P), all arrays validated and
+    C-contiguous. Writes grad * grad_scale, loss_out (N, P) and lse_out (N, P) where given."""
+    cdef fl_class_axis_args_f32 a32
+    cdef fl_class_axis_args_f64 a64
+    cdef const void *args
+    cdef fl_block_fn fn
+    cdef int64_t tile = class_axis_tile(n_classes, inner)
+    cdef int64_t n_items, items_per_block, elements_per_item
+    if inner != 1:   # tiles (none at all when a spatial dimension is 0)
+        n_items = n_samples * ((inner + tile - 1) // tile)
+        elements_per_item = n_classes * tile
+    else:
+        n_items = n_samples
+        elements_per_item = n_classes
+    items_per_block = max(1, BLOCK_ELEMENTS // max(elements_per_item, 1))
+    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
+        a32.logits = <const float *>cnp.PyArray_DATA(logits)
+        a32.target = <const int64_t *>data_or_null(target)
+        a32.target_prob = <const float *>data_or_null(target_prob)
+        a32.weight = <const float *>data_or_null(weight)
+        a32.sample_weight = <const float *>data_or_null(sample_weight)
+        a32.grad = <float *>data_or_null(grad)
+        a32.loss_out = <float *>data_or_null(loss_out)
+        a32.lse_out = <float *>data_or_null(lse_out)
+        a32.n_classes, a32.inner, a32.tile = n_classes, inner, tile
+        a32.sample_weight_per_position = sample_weight_per_position
+        a32.ignore_index = ignore_index
+        a32.label_smoothing, a32.weight_sum, a32.grad_scale = label_smoothing, weight_sum, grad_scale
+        a32.z_loss, a32.softcap, a32.alpha_scalar, a32.gamma = z_loss, softcap, alpha_scalar, gamma
+        args = &a32
+        fn = fl_kernels().class_focal_f32 if focal else fl_kernels().class_ce_f32
+    else:
+        a64.logits = <const double *>cnp.PyArray_DATA(logits)
+        a64.target = <const int64_t *>data_or_null(target)
+        a64.target_prob = <const double *>data_or_null(target_prob)
+        a64.weight = <const double *>data_or_null(weight)
+        a64.sample_weight = <const double *>data_or_null(sample_weight)
+        a64.grad = <double *>data_or_null(grad)
+        a64.loss_out = <double *>data_or_null(loss_out)
+        a64.lse_out = <double *>data_or_null(lse_out)
+        a64.n_classes, a64.inner, a64.tile = n_classes, inner, tile
+        a64.sample_weight_per_position = sample_weight_per_position
+        a64.ignore_index = ignore_index
+        a64.label_smoothing, a64.weight_sum, a64.grad_scale = label_smoothing, weight_sum, grad_scale
+        a64.z_loss, a64.softcap, a64.alpha_scalar, a64.gamma = z_loss, softcap, alpha_scalar, gamma
+        args = &a64
+        fn = fl_kernels().class_focal_f64 if focal else fl_kernels().class_ce_f64
+    return run_blocks(fn, args, n_items, items_per_block, elements_per_item, n_threads)
+
+
+def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int64_t p,
+                 double margin, double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out,
+                 int n_threads):
+    """Sum over rows of the multi-margin losses; writes grad * grad_scale and loss_out."""
+    cdef fl_multi_margin_args_f32 a32
+    cdef fl_multi_margin_args_f64 a64
+    cdef const void *args
+    cdef fl_block_fn fn
+    cdef int64_t n_rows = cnp.PyArray_DIM(input, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(input, 1)
+    if cnp.PyArray_TYPE(input) == cnp.NPY_FLOAT:
+        a32.input = <const float *>cnp.PyArray_DATA(input)
+        a32.target = <const int64_t *>cnp.PyArray_DATA(target)
+        a32.weight = <const float *>data_or_null(weight)
+        a32.grad = <float *>data_or_null(grad)
+        a32.loss_out = <float *>data_or_null(loss_out)
+        a32.n_classes, a32.p, a32.margin, a32.grad_scale = n_classes, p, margin, grad_scale
+        args = &a32
+        fn = fl_kernels().multi_margin_f32
+    else:
+        a64.input = <const double *>cnp.PyArray_DATA(input)
+        a64.target = <const int64_t *>cnp.PyArray_DATA(target)
+        a64.weight = <const double *>data_or_null(weight)
+        a64.grad = <double *>data_or_null(grad)
+        a64.loss_out = <double *>data_or_null(loss_out)
+        a64.n_classes, a64.p, a64.margin, a64.grad_scale = n_classes, p, margin, grad_scale
+        args = &a64
+        fn = fl_kernels().multi_margin_f64
+    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_classes, 1)), n_classes,
+                      n_threads)
+
+
+def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature,
+               double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
+    """Sum over rows of T^2 KL(softmax(t / T) || softmax(x / T)); writes grad * grad_scale."""
+    cdef fl_distill_kl_args_f32 a32
+    cdef fl_distill_kl_args_f64 a64
+    cdef const void *args
+    cdef fl_block_fn fn
+    cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
+    cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
+    if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
+        a32.logits = <const float *>cnp.PyArray_DATA(logits)
+        a32.target_logits = <const float *>cnp.PyArray_DATA(target_logits)
+        a32.grad = <float *>data_or_null(grad)
+        a32.loss_out = <float *>data_or_null(loss_out)
+        a32.n_classes, a32.temperature, a32.grad_scale = n_classes, temperature, grad_scale
+        args = &a32
+        fn = fl_kernels().distill_kl_f32
+    else:
+        a64.logits = <const double *>cnp.PyArray_DATA(logits)
+        a64.target_logits = <const double *>cnp.PyArray_DATA(target_logits)
+        a64.grad = <double *>data_or_null(grad)
+        a64.loss_out = <double *>data_or_null(loss_out)
+        a64.n_classes, a64.temperature, a64.grad_scale = n_classes, temperature, grad_scale
+        args = &a64
+        fn = fl_kernels().distill_kl_f64
+    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_classes, 1)), n_classes,
+                      n_threads)

@@ -37,6 +37,8 @@ __all__ = [
     "gaussian_kl",
     "l1_penalty",
     "l2_penalty",
+    "multi_margin",
+    "kl_divergence_with_logits",
 ]
 
 
@@ -77,8 +79,17 @@ def _finish(per_sample: np.ndarray, grad_per_sample: np.ndarray, denominator: fl
 
 def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
                           label_smoothing=0.0, reduction="mean", compute_grad=True, out=None,
-                          n_threads=None):
+                          n_threads=None, sample_weight=None, z_loss=0.0, logit_softcap=None,
+                          lse_out=None):
     """NumPy reference of fastloss.softmax_cross_entropy (torch's F.cross_entropy)."""
+    if (sample_weight is not None or lse_out is not None or logit_softcap is not None
+            or not (isinstance(z_loss, (int, float)) and z_loss == 0)
+            or (isinstance(logits, np.ndarray) and logits.ndim != 2)):
+        return _class_axis_cross_entropy(
+            logits, target, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction=reduction, compute_grad=compute_grad,
+            out=out, n_threads=n_threads, sample_weight=sample_weight, z_loss=z_loss,
+            logit_softcap=logit_softcap, lse_out=lse_out)
     logits, n, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -562,9 +573,15 @@ def l2_penalty(params, *, strength, out=None, accumulate=False, n_threads=None):
 
 
 def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
-                  reduction="mean", compute_grad=True, out=None, n_threads=None):
+                  reduction="mean", compute_grad=True, out=None, n_threads=None,
+                  sample_weight=None):
     """NumPy reference of fastloss.softmax_focal: -alpha_y (1 - p_y)^gamma log p_y per row,
     with 1 - p_y = -expm1(log p_y)."""
+    if sample_weight is not None or (isinstance(logits, np.ndarray) and logits.ndim != 2):
+        return _class_axis_focal(logits, target, alpha=alpha, gamma=gamma,
+                                 ignore_index=ignore_index, reduction=reduction,
+                                 compute_grad=compute_grad, out=out, n_threads=n_threads,
+                                 sample_weight=sample_weight)
     logits, n, n_classes = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -881,6 +898,66 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
 
     hidden, weight, bias, n, _, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
+# ================================================ class-axis losses (issue 13)
+# K-dim inputs, sample weights, z-loss, soft-capping, lse_out; multi_margin; distillation KL.
+# The K-dim logits are moved to rows (N * d1 * ... * dK, C) (a transpose: fine for an oracle)
+# and handed to the (N, C) references above with reduction="none", whose per-sample losses
+# and gradients are then weighted and reduced here.
+
+from . import _class_losses as _class  # noqa: E402  (the shared argument checks)
+
+
+def _to_rows(array: np.ndarray) -> np.ndarray:
+    """(N, C, d1..dK) -> (N * d1 * ... * dK, C)."""
+    return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
+
+
+def _from_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
+
+
+def _class_axis_finish(per_sample, grad_rows, denominator, reduction, compute_grad, out,
+                       logits, sample_shape):
+    dtype = logits.dtype
+    if reduction == "none":
+        loss = np.asarray(per_sample, dtype=dtype).reshape(sample_shape)
+        scale = 1.0
+    else:
+        total = float(np.sum(per_sample, dtype=np.float64))
+        if reduction == "sum":
+            loss, scale = total, 1.0
+        else:
+            loss = total / denominator if denominator != 0 else math.nan
+            scale = 1.0 / denominator if denominator != 0 else math.nan
+    grad = None
+    if compute_grad:
+        with np.errstate(invalid="ignore"):
+            scaled = _from_rows(np.asarray(grad_rows * scale, dtype=dtype), logits.shape)
+        if out is not None:
+            out[...] = scaled
+            grad = out
+        else:
+            grad = scaled
+    return LossResult(loss, grad)
+
+
+def _per_row_weight(sample_weight, per_position, sample_shape):
+    """Sample weights as one factor per row of _to_rows (float64), or None."""
+    if sample_weight is None:
+        return None
+    if not per_position:
+        sample_weight = np.broadcast_to(
+            sample_weight.reshape(sample_shape[:1] + (1,) * (len(sample_shape) - 1)), sample_shape)
+    return np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+
+
+def _class_axis_cross_entropy(logits, target, *, weight, ignore_index, label_smoothing,
+                              reduction, compute_grad, out, n_threads, sample_weight, z_loss,
+                              logit_softcap, lse_out):
+    """Reference of the class-axis options of softmax_cross_entropy: per sample
+    s_i [CE(z) + zl lse(z)^2], z = c tanh(x / c), gradient through np.tanh."""
+    logits = _class.class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
@@ -946,3 +1023,135 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
     return LossResult(loss, tuple(grads))
 
 __all__.append("linear_cross_entropy")  # issue 17
+    zl = check.real_scalar(z_loss, "z_loss", low=0.0)
+    cap = None if logit_softcap is None else check.real_scalar(
+        logit_softcap, "logit_softcap", low=0.0, low_open=True)
+    dtype = logits.dtype
+    n_classes = logits.shape[1]
+    indices, probabilities, sample_shape = _class.class_axis_target(
+        logits, target, ignore_index, allow_probabilities=True)
+    w = check.class_weight(weight, "weight", n_classes, dtype)
+    sw, per_position = _class.sample_weight_array(sample_weight, sample_shape, dtype)
+    target_array = np.asarray(target)
+    out = check.out_array(out, logits, {"target": target_array, "weight": weight,
+                                        "sample_weight": sample_weight, "lse_out": lse_out})
+    lse_out = _class.extra_out(lse_out, "lse_out", sample_shape, dtype,
+                               {"logits": logits, "target": target_array, "weight": weight,
+                                "sample_weight": sample_weight})
+    if indices is not None:
+        _class.index_denominator(indices, n_classes, ignore_index, w, sw, per_position,
+                                 sample_shape)
+
+    x = _to_rows(np.asarray(logits))
+    rows = x.shape[0]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        z = (cap * np.tanh(x / cap)).astype(dtype) if cap is not None else x
+        row_target = indices if indices is not None else _to_rows(probabilities)
+        per_sample, dz = softmax_cross_entropy(
+            np.ascontiguousarray(z), row_target, weight=w, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, reduction="none")
+        per_sample = per_sample.astype(np.float64)
+        dz = dz.astype(np.float64)
+        zz = z.astype(np.float64)
+        top = zz.max(axis=1, keepdims=True)
+        lse = (top + np.log(np.exp(zz - top).sum(axis=1, keepdims=True)))[:, 0]
+        kept = indices != ignore_index if indices is not None else np.ones(rows, dtype=bool)
+        if zl > 0:
+            p = np.exp(zz - lse[:, None])
+            per_sample = per_sample + np.where(kept, zl * lse ** 2, 0.0)
+            dz = dz + np.where(kept[:, None], 2 * zl * lse[:, None] * p, 0.0)
+        s = _per_row_weight(sw, per_position, sample_shape)
+        if s is not None:
+            per_sample = per_sample * s
+            dz = dz * s[:, None]
+        dx = dz * (1 - np.tanh(x.astype(np.float64) / cap) ** 2) if cap is not None else dz
+        dx = np.where(kept[:, None], dx, 0.0)
+        if indices is not None:
+            factors = (w.astype(np.float64)[np.where(kept, indices, 0)] if w is not None
+                       else np.ones(rows))
+            denominator = float(np.sum(np.where(kept, factors * (s if s is not None else 1.0),
+                                                0.0)))
+        else:
+            denominator = float(np.sum(s)) if s is not None else float(rows)
+    if lse_out is not None:
+        lse_out[...] = lse.reshape(sample_shape)
+    return _class_axis_finish(per_sample, dx, denominator, reduction, compute_grad, out,
+                              logits, sample_shape)
+
+
+def _class_axis_focal(logits, target, *, alpha, gamma, ignore_index, reduction, compute_grad,
+                      out, n_threads, sample_weight):
+    """Reference of softmax_focal with K-dim logits or sample weights."""
+    logits = _class.class_axis_logits(logits)
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    check.n_threads(n_threads)
+    ignore_index = check.ignore_index(ignore_index)
+    check.real_scalar(gamma, "gamma", low=0.0)
+    dtype = logits.dtype
+    n_classes = logits.shape[1]
+    indices, _, sample_shape = _class.class_axis_target(logits, target, ignore_index,
+                                                        allow_probabilities=False)
+    if alpha is not None and np.ndim(alpha) != 0:
+        check.class_weight(alpha, "alpha", n_classes, dtype)
+    elif alpha is not None:
+        check.real_scalar(alpha.item() if isinstance(alpha, np.ndarray) else alpha, "alpha")
+    sw, per_position = _class.sample_weight_array(sample_weight, sample_shape, dtype)
+    out = check.out_array(out, logits, {"target": np.asarray(target), "alpha": alpha,
+                                        "sample_weight": sample_weight})
+    _class.index_denominator(indices, n_classes, ignore_index, None, sw, per_position,
+                             sample_shape, class_weighted=False)
+    x = _to_rows(np.asarray(logits))
+    per_sample, grad = softmax_focal(np.ascontiguousarray(x), indices, alpha=alpha, gamma=gamma,
+                                     ignore_index=ignore_index, reduction="none")
+    per_sample = per_sample.astype(np.float64)
+    grad = grad.astype(np.float64)
+    kept = indices != ignore_index
+    s = _per_row_weight(sw, per_position, sample_shape)
+    if s is not None:
+        per_sample = per_sample * s
+        grad = grad * s[:, None]
+    denominator = float(np.sum(np.where(kept, s if s is not None else 1.0, 0.0)))
+    return _class_axis_finish(per_sample, grad, denominator, reduction, compute_grad, out,
+                              logits, sample_shape)
+
+
+def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
+                 compute_grad=True, out=None, n_threads=None):
+    """NumPy reference of fastloss.multi_margin (torch's F.multi_margin_loss): hinge terms
+    max(0, margin - x_y + x_j)^p over j != y, times w_y, over C."""
+    (x, y, p, margin, w, reduction, compute_grad, out, _) = _class.multi_margin_args(
+        input, target, p, margin, weight, reduction, compute_grad, out, n_threads)
+    dtype = x.dtype
+    n, n_classes = x.shape
+    rows = np.arange(n)
+    w_y = (w.astype(np.float64)[y] if w is not None else np.ones(n))
+    xx = np.asarray(x)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # hinges in the input's dtype, sums in float64
+        v = (dtype.type(margin) - xx[rows, y][:, None]) + xx
+        active = v > 0                      # nan compares false: no term (as torch)
+        active[rows, y] = False
+        hinge = np.where(active, v * v if p == 2 else v, 0).astype(np.float64)
+        per_sample = w_y * hinge.sum(axis=1) / n_classes
+        slope = np.where(active, 2 * v.astype(np.float64) if p == 2 else 1.0, 0.0)
+        grad = slope * (w_y / n_classes)[:, None]
+        grad[rows, y] = -grad.sum(axis=1)
+    return _finish(per_sample, grad, float(n), reduction, compute_grad, out, dtype)
+
+
+def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reduction="mean",
+                              compute_grad=True, out=None, n_threads=None):
+    """NumPy reference of fastloss.kl_divergence_with_logits: T^2 sum p (log p - log q),
+    p = softmax(t / T), q = softmax(x / T), log-softmaxes from _log_softmax."""
+    x, t, temperature, reduction, compute_grad, out, _ = _class.distill_kl_args(
+        logits, target_logits, temperature, reduction, compute_grad, out, n_threads)
+    dtype = x.dtype
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_q = _log_softmax(x.astype(np.float64) / temperature)
+        log_p = _log_softmax(t.astype(np.float64) / temperature)
+        p = np.exp(log_p)
+        terms = np.where(p == 0, 0.0, p * (log_p - log_q))   # 0 log 0 = 0; nan stays nan
+        per_sample = temperature ** 2 * terms.sum(axis=1)
+        grad = temperature * (np.exp(log_q) - p)
+    return _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)

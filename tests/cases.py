@@ -440,3 +440,151 @@ def _table_cases():
 TABLE_CASES = _table_cases()
 CASES.extend(TABLE_CASES)
 # losses whose second derivative the kernels return (fastloss/_table.py, "hessian")
+# ------------------------------------------ class-axis options and losses (issue 13)
+# softmax_cross_entropy with sample weights, z-loss, soft-capping (and both probability and
+# class-index targets), softmax_focal with sample weights, multi_margin and
+# kl_divergence_with_logits. K-dim inputs have their own tests (tests/test_class_axis.py):
+# the shared tests here are written for (N, C) arrays.
+
+def torch_class_axis_ce(x, target, kwargs, reduction):
+    """F.cross_entropy with the class-axis options written out in torch: logits soft-capped
+    (c tanh(x / c)), per-sample loss s_i [CE + zl lse^2] (zl term for kept samples), "mean"
+    over sum_i s_i w_{y_i} (sum_i s_i for probabilities). Any layout (N, C, d1, ...)."""
+    kw = dict(kwargs)
+    sample_weight = kw.pop("sample_weight", None)
+    z_loss = kw.pop("z_loss", 0.0)
+    cap = kw.pop("logit_softcap", None)
+    weight = kw.pop("weight", None)
+    ignore_index = kw.get("ignore_index", -100)
+    z = cap * torch.tanh(x / cap) if cap is not None else x
+    w = torch.as_tensor(weight, dtype=x.dtype) if weight is not None else None
+    t = torch.as_tensor(target)
+    probabilities = t.is_floating_point()
+    if probabilities:
+        t = t.to(x.dtype)
+    ce = F.cross_entropy(z, t, weight=w, reduction="none", **kw)
+    lse = torch.logsumexp(z, dim=1)
+    kept = torch.ones_like(lse, dtype=torch.bool) if probabilities else t != ignore_index
+    per = ce + z_loss * torch.where(kept, lse ** 2, torch.zeros_like(lse))
+    s = torch.ones_like(lse)
+    if sample_weight is not None:
+        s_t = torch.as_tensor(sample_weight, dtype=x.dtype)
+        s = s_t.reshape(s_t.shape + (1,) * (lse.ndim - s_t.ndim)) * s
+    per = per * s
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    if probabilities:
+        return per.sum() / s.sum()
+    w_y = w[torch.where(kept, t, 0)] if w is not None else torch.ones_like(lse)
+    return per.sum() / (s * w_y * kept).sum()
+
+
+def _make_class_axis_ce(rng, dtype, shape, option):
+    x, target, kwargs = _make_softmax_ce(rng, dtype, shape, option)
+    if option.get("_sample_weight"):
+        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, shape[0]).astype(dtype)
+    return x, target, kwargs
+
+
+SOFTMAX_CE_CLASS_AXIS = LossCase(
+    name="softmax_cross_entropy",
+    make=_make_class_axis_ce,
+    options=[
+        {"_sample_weight": True},
+        {"z_loss": 1e-2},
+        {"logit_softcap": 4.0},
+        {"_sample_weight": True, "z_loss": 0.05, "logit_softcap": 2.5, "weight": True,
+         "label_smoothing": 0.1, "ignore_index": 1},
+        {"_target": "prob", "_sample_weight": True, "z_loss": 1e-3, "logit_softcap": 6.0},
+    ],
+    torch_loss=torch_class_axis_ce,
+    shapes={"small": (37, 11), "threads": (700, 257)},
+    class_axis=True,
+)
+
+
+def _make_focal_weighted(rng, dtype, shape, option):
+    x, target, kwargs = _make_softmax_focal(rng, dtype, shape, option)
+    kwargs["sample_weight"] = rng.uniform(0.0, 2.0, shape[0]).astype(dtype)
+    return x, target, kwargs
+
+
+def _torch_focal_weighted(x, target, kwargs, reduction):
+    kw = dict(kwargs)
+    s = torch.as_tensor(kw.pop("sample_weight"), dtype=x.dtype)
+    per = torch_softmax_focal(x, target, reduction="none", **kw) * s
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return per.sum()
+    kept = torch.as_tensor(target) != kw.get("ignore_index", -100)
+    return per.sum() / (s * kept).sum()
+
+
+SOFTMAX_FOCAL_WEIGHTED = LossCase(
+    name="softmax_focal",
+    make=_make_focal_weighted,
+    options=[{"_sample_weight": True},
+             {"_sample_weight": True, "_alpha": "per_class", "gamma": 1.5, "ignore_index": 2}],
+    torch_loss=_torch_focal_weighted,
+    shapes={"small": (37, 11), "threads": (700, 257)},
+    class_axis=True,
+)
+
+
+def _make_multi_margin(rng, dtype, shape, option):
+    n, c = shape
+    x = (rng.standard_normal((n, c)) * 0.7).astype(dtype)
+    kwargs = {k: v for k, v in option.items() if not k.startswith("_")}
+    if option.get("_weight"):
+        kwargs["weight"] = rng.uniform(0.2, 2.0, c).astype(dtype)
+    return x, rng.integers(0, c, n), kwargs
+
+
+def _torch_multi_margin(x, target, kwargs, reduction):
+    kw = dict(kwargs)
+    if "weight" in kw:
+        kw["weight"] = torch.as_tensor(kw["weight"], dtype=x.dtype)
+    return F.multi_margin_loss(x, torch.as_tensor(target), reduction=reduction, **kw)
+
+
+MULTI_MARGIN = LossCase(
+    name="multi_margin",
+    make=_make_multi_margin,
+    options=[{}, {"p": 2}, {"margin": 0.3, "_weight": True}, {"p": 2, "margin": 2.0,
+                                                              "_weight": True}],
+    torch_loss=_torch_multi_margin,
+    shapes={"small": (37, 11), "threads": (700, 257)},
+    class_axis=True,
+)
+
+
+def _make_distill_kl(rng, dtype, shape, option):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    teacher = (rng.standard_normal(shape) * 3).astype(dtype)
+    return x, teacher, {k: v for k, v in option.items() if not k.startswith("_")}
+
+
+def _torch_distill_kl(x, target, kwargs, reduction):
+    temperature = kwargs.get("temperature", 1.0)
+    log_q = F.log_softmax(x / temperature, dim=1)
+    log_p = F.log_softmax(torch.as_tensor(target, dtype=x.dtype) / temperature, dim=1)
+    if reduction == "none":
+        per = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(dim=1)
+        return temperature ** 2 * per
+    red = "batchmean" if reduction == "mean" else "sum"
+    return temperature ** 2 * F.kl_div(log_q, log_p, log_target=True, reduction=red)
+
+
+DISTILL_KL = LossCase(
+    name="kl_divergence_with_logits",
+    make=_make_distill_kl,
+    options=[{}, {"temperature": 3.0}, {"temperature": 0.5}],
+    torch_loss=_torch_distill_kl,
+    shapes={"small": (37, 11), "threads": (700, 257)},
+    class_axis=True,
+)
+
+CASES.extend([SOFTMAX_CE_CLASS_AXIS, SOFTMAX_FOCAL_WEIGHTED, MULTI_MARGIN, DISTILL_KL])

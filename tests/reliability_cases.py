@@ -48,7 +48,12 @@ K_ULPS = 16.0
 API_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy_with_logits", "huber",
               "smooth_l1", "sigmoid_focal", "softmax_focal", "mse", "mae", "pinball",
               "log_cosh", "poisson_nll", "tweedie", "hinge", "squared_hinge", "soft_margin",
-              "binary_cross_entropy", "kl_div")
+              "binary_cross_entropy", "kl_div",
+              "multi_margin", "kl_divergence_with_logits")   # issue 13
+# the losses of the loss table added with it (fastloss/_table.py): their entries are made
+# from the table's rows (_table_cases below)
+TABLE_LOSSES = ("mse", "mae", "pinball", "log_cosh", "poisson_nll", "tweedie", "hinge",
+                "squared_hinge", "soft_margin", "binary_cross_entropy", "kl_div")
 # Losses the generic property tests do not take (a gradient that is a tuple, several
 # differentiated inputs; "none" per (sample, class) rather than per sample): where each is
 # tested instead, against its reference, PyTorch/MONAI, finite differences and the calling
@@ -807,6 +812,124 @@ SIGMOID_FOCAL = LossCase(
 )
 
 
+# ------------------------------------------ class-axis losses (issue 13)
+
+def _multi_margin_draw(draw, dtype):
+    n_samples, n_classes = draw_class_shape(draw)
+    x = draw_floats(draw, dtype, (n_samples, n_classes))
+    target = place(draw_index_target(draw, n_samples, n_classes, -100),
+                   draw(st.sampled_from(LAYOUTS))).view
+    kwargs = {}
+    if draw(st.booleans()):
+        kwargs["p"] = draw(st.sampled_from([1, 2, 2, 3]))   # 3: ValueError
+    if draw(st.booleans()):
+        kwargs["margin"] = draw(st.sampled_from([0.0, 0.5, 2.0, -1.0]))
+    weight = draw_class_weight(draw, n_classes, dtype)
+    if weight is not None:
+        kwargs["weight"] = weight
+    return (x, target), kwargs
+
+
+def _multi_margin_tolerance(args, kwargs, eps):
+    x, target = args
+    n_classes = x.shape[1]
+    p = kwargs.get("p", 1)
+    y = np.asarray(target).astype(np.int64)
+    valid = (y >= 0) & (y < max(n_classes, 1))
+    w = (np.asarray(kwargs["weight"], dtype=np.float64)[np.where(valid, y, 0)]
+         if kwargs.get("weight") is not None else np.ones(y.shape))
+    with np.errstate(all="ignore"):
+        reach = abs(kwargs.get("margin", 1.0)) + 2 * np.max(np.where(np.isfinite(x), np.abs(x), 0),
+                                                            axis=1, initial=0) + 1
+        size = np.abs(w) * reach ** p
+        loss_tol = K_ULPS * eps * size
+        grad_tol = np.broadcast_to((K_ULPS * eps * size * (1 + n_classes))[:, None], x.shape)
+    return loss_tol, grad_tol
+
+
+def _multi_margin_bad_options(args, kwargs):
+    n_classes = args[0].shape[1]
+    return _common_bad_options(args, kwargs) + [
+        ({"p": 3}, ValueError, "p"),
+        ({"p": 0}, ValueError, "p"),
+        ({"margin": math.nan}, ValueError, "margin"),
+        ({"weight": np.ones(n_classes + 1)}, ValueError, "weight"),
+    ]
+
+
+MULTI_MARGIN = LossCase(
+    name="multi_margin",
+    arg_names=("input", "target"),
+    class_index=True,
+    converted=("weight",),
+    draw_inputs=_multi_margin_draw,
+    tolerance=_multi_margin_tolerance,
+    denominator=lambda args, kwargs: float(np.shape(args[0])[0]),
+    kept=lambda args, kwargs: None,
+    valid_call=_class_valid_call,
+    bad_options=_multi_margin_bad_options,
+    options=("p", "margin", "weight"),
+)
+
+
+def _distill_kl_draw(draw, dtype):
+    n_samples, n_classes = draw_class_shape(draw)
+    x = draw_floats(draw, dtype, (n_samples, n_classes))
+    teacher_dtype = draw(st.sampled_from([dtype, dtype, np.float64, np.float32, np.int32]))
+    if np.dtype(teacher_dtype).kind == "f":
+        teacher = draw_floats(draw, np.dtype(teacher_dtype), (n_samples, n_classes))
+    else:
+        teacher = draw(hnp.arrays(teacher_dtype, (n_samples, n_classes),
+                                  elements=st.integers(-50, 50)))
+    teacher = place(teacher, draw(st.sampled_from(LAYOUTS))).view
+    kwargs = {}
+    if draw(st.booleans()):
+        kwargs["temperature"] = draw(st.sampled_from([0.5, 1.0, 4.0, 0.0, -1.0]))
+    return (x, teacher), kwargs
+
+
+def _distill_kl_tolerance(args, kwargs, eps):
+    x, t = args
+    n_classes = x.shape[1]
+    temperature = kwargs.get("temperature", 1.0)
+    with np.errstate(all="ignore"):
+        reach = 1 + math.log(max(n_classes, 1)) + (_row_spread(x) + _row_spread(t)) / temperature
+        loss_tol = K_ULPS * eps * temperature ** 2 * reach
+        grad_tol = np.broadcast_to((K_ULPS * eps * temperature * reach)[:, None], x.shape)
+    return loss_tol, grad_tol
+
+
+def _distill_kl_valid_call(rng, dtype, n_elements=None):
+    (logits, _), kwargs = _class_valid_call(rng, dtype, n_elements)
+    return (logits, rng.standard_normal(logits.shape).astype(dtype)), kwargs
+
+
+def _distill_kl_bad_options(args, kwargs):
+    return _common_bad_options(args, kwargs) + [
+        ({"temperature": 0.0}, ValueError, "temperature"),
+        ({"temperature": -1.0}, ValueError, "temperature"),
+        ({"temperature": math.nan}, ValueError, "temperature"),
+        ({"reduction": "batchmean"}, ValueError, "reduction"),
+    ]
+
+
+DISTILL_KL = LossCase(
+    name="kl_divergence_with_logits",
+    arg_names=("logits", "target_logits"),
+    class_index=False,
+    converted=("target_logits",),
+    draw_inputs=_distill_kl_draw,
+    tolerance=_distill_kl_tolerance,
+    denominator=lambda args, kwargs: float(np.shape(args[0])[0]),
+    kept=lambda args, kwargs: None,
+    valid_call=_distill_kl_valid_call,
+    bad_options=_distill_kl_bad_options,
+    options=("temperature",),
+)
+
+
+
+
 # ------------------------------------------------------------------ the loss table's rows
 #
 # The element-wise losses added with the loss table (fastloss/_table.py): inputs and options
@@ -923,7 +1046,7 @@ def _table_cases():
     from fastloss._table import ELEMENTWISE_BY_NAME
 
     cases = []
-    for name in API_LOSSES[6:]:
+    for name in TABLE_LOSSES:
         row = ELEMENTWISE_BY_NAME[name]
         converted = ("target", "weight") + ((row.array_param,) if row.array_param else ())
         cases.append(LossCase(
@@ -938,7 +1061,7 @@ def _table_cases():
 
 
 CASES = (SOFTMAX_CROSS_ENTROPY, BINARY_CROSS_ENTROPY_WITH_LOGITS, HUBER, SMOOTH_L1,
-         SIGMOID_FOCAL, SOFTMAX_FOCAL) + _table_cases()
+         SIGMOID_FOCAL, SOFTMAX_FOCAL, MULTI_MARGIN, DISTILL_KL) + _table_cases()
 CASES_BY_NAME = {case.name: case for case in CASES}
 
 

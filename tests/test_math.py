@@ -82,6 +82,10 @@ ULP_BOUND = {
     # ln2/2 (exp_neg's 1 ulp of a value in [0.5, 0.71] is up to 2 ulps of |result| >= 0.29;
     # the subtraction is exact by Sterbenz' lemma)
     "expm1_neg": 2.5,
+    # tanh (issue 13, logit soft-capping): -em1 / (2 + em1) rounds em1 (exp's polynomial or
+    # exp - 1), the sum and the quotient; above 1/2 the result's ulp is half that of 2 + em1:
+    # 2.5 ulp measured (float32 exhaustive-ish, float64 sampled), every ISA.
+    "tanh": 3.0,
 }
 EXP_NONPOS_BOUND_WITHOUT_FMA = 1.25
 LOG1P_UNIT_BOUND_WITHOUT_FMA = 1.35
@@ -168,6 +172,7 @@ REFERENCE = {
     "sigmoid": sigmoid_reference,
     "log1p_unit": np.log1p,
     "expm1_neg": np.expm1,
+    "tanh": np.tanh,
 }
 
 
@@ -355,6 +360,7 @@ FLOAT64_RANGES = {
     "sigmoid": [(-750.0, 750.0), (-40.0, 40.0), (-1.0, 1.0)],
     "log1p_unit": [(0.0, 1.0), (0.0, 1e-3), (0.9, 1.0)],
     "expm1_neg": [(-746.0, 0.0), (-1.0, 0.0), (-1e-3, 0.0), (-0.4, -0.3)],
+    "tanh": [(-20.0, 20.0), (-1.1, 1.1), (-1e-3, 1e-3)],
 }
 FLOAT64_SAMPLES_PER_PART = 1_000_000
 
@@ -421,6 +427,7 @@ def test_longdouble_reference_agrees_with_mpmath():
         "sigmoid": lambda v: 1 / (1 + mp.exp(-v)),
         "log1p_unit": mp.log1p,
         "expm1_neg": mp.expm1,
+        "tanh": mp.tanh,
     }
     with mpmath.workprec(100):
         for name, fn in exact.items():
@@ -467,6 +474,10 @@ def exact_cases(name, dtype):
                        (2.0**-60, 2.0**-60)],
         "expm1_neg": [(nan, nan), (-inf, -1.0), (0.0, 0.0), (-0.0, -0.0), (-big, -1.0),
                       (-sub, -sub), (-tiny, -tiny), (-1e4, -1.0), (-(2.0**-60), -(2.0**-60))],
+        # saturation: exactly +-1 from |x| > 9.01 (float32) / 19.06 (float64) on
+        "tanh": [(nan, nan), (inf, 1.0), (-inf, -1.0), (0.0, 0.0), (-0.0, -0.0), (big, 1.0),
+                 (-big, -1.0), (sub, sub), (-sub, -sub), (tiny, tiny), (-tiny, -tiny),
+                 (2.0**-60, 2.0**-60), (20.0, 1.0), (-20.0, -1.0), (1e4, 1.0)],
     }
     return cases[name]
 
@@ -475,7 +486,7 @@ def exact_cases(name, dtype):
 # (log1p(+-0) = +-0); softplus and sigmoid are positive functions, so their 0 is +0.
 # log_sigmoid's 0 (at +inf or huge x) may have either sign.
 SIGNED_ZERO = {"exp", "exp_nonpos", "exp_neg", "log", "log1p", "softplus", "sigmoid", "log1p_unit",
-               "expm1_neg"}
+               "expm1_neg", "tanh"}
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
@@ -613,3 +624,18 @@ def test_lengths_not_a_multiple_of_the_vector_width(isa, dtype, n):
             together = apply(name, x)
             alone = np.array([apply(name, x[i:i + 1])[0] for i in idx], dtype)
             np.testing.assert_array_equal(together[idx], alone, err_msg=f"{name} n={n}")
+
+
+# ------------------------------------------------------------- tanh (issue 13)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_tanh_saturates_exactly_and_is_odd(isa, dtype):
+    """Soft-capping needs tanh to be exactly +-1 once the true value rounds to it (so the
+    cap's derivative (1 - t)(1 + t) is exactly 0 there) and odd to the bit."""
+    threshold = 9.01 if dtype == F32 else 19.07
+    x = np.linspace(threshold, 60.0, 4001).astype(dtype)
+    assert np.all(apply("tanh", x) == 1) and np.all(apply("tanh", -x) == -1)
+    y = np.linspace(0, threshold, 100_001).astype(dtype)
+    np.testing.assert_array_equal(apply("tanh", -y), -apply("tanh", y))
+    assert np.all(np.diff(apply("tanh", y)) >= 0)   # monotone

@@ -57,6 +57,14 @@ malloc_in_use = _malloc_in_use()
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux /proc")
 
 
+def input_is_a_probability(case) -> bool:
+    """binary_cross_entropy's input must stay in [0, 1]: a gradient written over it is not,
+    so its repeated in-place calls are left out, or start from a fresh copy of the input."""
+    from fastloss._table import ELEMENTWISE_BY_NAME
+    row = ELEMENTWISE_BY_NAME.get(case.name)
+    return row is not None and row.input_domain is not None
+
+
 def call_plan(case):
     """A list of (args, kwargs) that walks through every option: reductions, compute_grad,
     out (separate and in place), n_threads; small inputs (serial) and inputs big enough to
@@ -72,6 +80,8 @@ def call_plan(case):
             plan.append((args, dict(kwargs, reduction=reduction)))
             plan.append((args, dict(kwargs, reduction=reduction, compute_grad=False)))
             plan.append((args, dict(kwargs, reduction=reduction, out=out, n_threads=2)))
+            if input_is_a_probability(case):   # (its gradient leaves the input's domain)
+                continue
             plan.append(((in_place,) + tuple(args[1:]), dict(kwargs, reduction=reduction,
                                                                out=in_place, n_threads=1)))
     return plan
@@ -168,8 +178,8 @@ def test_out_calls_allocate_nothing_proportional_to_the_input(case, dtype, recor
             "out": _peak_of(function, *args, **kwargs, out=out),
             "out, sum": _peak_of(function, *args, **kwargs, out=out, reduction="sum"),
             "in place": _peak_of(function, in_place, *args[1:], **kwargs, out=in_place),
-            "in place, 2 threads": _peak_of(function, in_place, *args[1:], **kwargs,
-                                            out=in_place, n_threads=2),
+            "in place, 2 threads": _peak_of(function, np.copyto(in_place, x) or in_place,
+                                            *args[1:], **kwargs, out=in_place, n_threads=2),
             "no gradient": _peak_of(function, *args, **kwargs, compute_grad=False),
         }
         # "none" returns one loss per sample: that array, and nothing else

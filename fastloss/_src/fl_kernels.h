@@ -187,6 +187,71 @@ FL_DECLARE_OVERLAP_ARGS(float, f32)
 FL_DECLARE_OVERLAP_ARGS(double, f64)
 FL_DECLARE_PAIRS_ARGS(float, f32)
 FL_DECLARE_PAIRS_ARGS(double, f64)
+/* ---- class-axis losses (issue 13): K-dimensional inputs, sample weights, z-loss, logit
+ * soft-capping, log-sum-exp out (fl_class_axis.inc); multi-margin (fl_multi_margin.inc);
+ * distillation KL (fl_distill_kl.inc) ----
+ * Logits (N, C, P) C-contiguous, P = d1 * ... * dK (1 for (N, C) logits): class c of
+ * position p of sample n at logits[(n C + c) P + p]. With P > 1 the work items are tiles of
+ * `tile` consecutive positions of one sample (tiles_per_sample = ceil(P / tile)), processed
+ * as vector lanes with a loop over the classes; with P == 1 they are rows. */
+#define FL_CLASS_TILE_MAX 512
+#define FL_DECLARE_CLASS_AXIS_ARGS(T, SFX)                                           \
+    typedef struct {                                                                \
+        const T *logits;           /* (N, C, P) */                                  \
+        const int64_t *target;     /* (N, P) class indices, or NULL */              \
+        const T *target_prob;      /* (N, C, P) probabilities, or NULL */           \
+        const T *weight;           /* (C,) class weight (CE) or alpha (focal), or NULL */ \
+        const T *sample_weight;    /* (N,) or (N, P), or NULL for ones */           \
+        T *grad;                   /* (N, C, P), NULL, or logits (in place) */      \
+        T *loss_out;               /* (N, P), or NULL */                            \
+        T *lse_out;                /* (N, P) log-sum-exp of the (capped) logits, or NULL */ \
+        int64_t n_classes;                                                          \
+        int64_t inner;             /* P */                                          \
+        int64_t tile;              /* positions per tile (P > 1), <= FL_CLASS_TILE_MAX */ \
+        int64_t sample_weight_per_position;  /* 1: (N, P); 0: (N,) */               \
+        int64_t ignore_index;                                                       \
+        double label_smoothing;                                                     \
+        double weight_sum;         /* sum of weight over the C classes (C if NULL) */ \
+        double grad_scale;                                                          \
+        double z_loss;             /* >= 0 (CE) */                                  \
+        double softcap;            /* > 0, or 0 for none (CE) */                    \
+        double alpha_scalar;       /* focal: the factor of every class when weight is NULL */ \
+        double gamma;              /* focal */                                      \
+    } fl_class_axis_args_##SFX;
+
+/* multi_margin: per row sum_{j != y} w_y max(0, margin - x_y + x_j)^p / C */
+#define FL_DECLARE_MULTI_MARGIN_ARGS(T, SFX)                                         \
+    typedef struct {                                                                \
+        const T *input;            /* (N, C) */                                     \
+        const int64_t *target;     /* (N,) */                                       \
+        const T *weight;           /* (C,), or NULL */                              \
+        T *grad;                   /* (N, C), NULL, or input (in place) */          \
+        T *loss_out;               /* (N,), or NULL */                              \
+        int64_t n_classes;                                                          \
+        int64_t p;                 /* 1 or 2 */                                     \
+        double margin;                                                              \
+        double grad_scale;                                                          \
+    } fl_multi_margin_args_##SFX;
+
+/* kl_divergence_with_logits: per row T^2 KL(softmax(t / T) || softmax(s / T)) */
+#define FL_DECLARE_DISTILL_KL_ARGS(T, SFX)                                           \
+    typedef struct {                                                                \
+        const T *logits;           /* (N, C) student */                             \
+        const T *target_logits;    /* (N, C) teacher */                             \
+        T *grad;                   /* (N, C), NULL, or logits (in place) */         \
+        T *loss_out;               /* (N,), or NULL */                              \
+        int64_t n_classes;                                                          \
+        double temperature;                                                         \
+        double grad_scale;                                                          \
+    } fl_distill_kl_args_##SFX;
+
+FL_DECLARE_CLASS_AXIS_ARGS(float, f32)
+FL_DECLARE_CLASS_AXIS_ARGS(double, f64)
+FL_DECLARE_MULTI_MARGIN_ARGS(float, f32)
+FL_DECLARE_MULTI_MARGIN_ARGS(double, f64)
+FL_DECLARE_DISTILL_KL_ARGS(float, f32)
+FL_DECLARE_DISTILL_KL_ARGS(double, f64)
+/* ---- end of the class-axis losses' declarations (issue 13) ---- */
 
 /* Element-wise math over an array, for the tests of the math layer. */
 typedef enum {
@@ -200,6 +265,7 @@ typedef enum {
     FL_MATH_LOG1P_UNIT,
     FL_MATH_EXP_NEG,
     FL_MATH_EXPM1_NEG,
+    FL_MATH_TANH,   /* issue 13: logit soft-capping */
     FL_MATH_COUNT
 } fl_math_fn;
 
@@ -229,6 +295,11 @@ typedef struct {
     /* sets and pairs (issue 14) */
     fl_block_fn overlap_f32, overlap_f64;
     fl_block_fn pairs_f32, pairs_f64;
+    /* class-axis losses (issue 13) */
+    fl_block_fn class_ce_f32, class_ce_f64;
+    fl_block_fn class_focal_f32, class_focal_f64;
+    fl_block_fn multi_margin_f32, multi_margin_f64;
+    fl_block_fn distill_kl_f32, distill_kl_f64;
 } fl_kernel_table;
 
 /* Instruction-set levels, lowest first. On non-x86 builds only FL_ISA_BASELINE exists. */
