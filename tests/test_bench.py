@@ -314,6 +314,7 @@ def test_report_runs_every_loss_of_the_table(tmp_path, capsys):
         assert f"\n{name} " in out   # a row of the summary table
     kl = [r for r in report["results"] if r["loss"] == "gaussian_kl"]
     assert {tuple(r["shape"]) for r in kl} == {(4, 64)}
+    assert "N = max(1, count // D): 256 -> 4x64\n" in out
     # mean + log_var read, two gradients written
     assert {r["bytes"] for r in kl} == {4 * 4 * 256}
 

@@ -83,17 +83,22 @@ def _header_lines(report: Report) -> List[str]:
         lines.append("class-index losses take an element count as N x C, C = 1000 from 64000 "
                      "elements on, else max(2, isqrt(count)), N = max(1, count // C): "
                      + ", ".join(f"{label} -> {shape}" for label, shape in shapes))
+    shapes = _class_shapes(report, layout="rows")
+    if shapes:
+        lines.append("gaussian_kl takes an element count as N x D rows, D = min(64, count), "
+                     "N = max(1, count // D): "
+                     + ", ".join(f"{label} -> {shape}" for label, shape in shapes))
     return lines
 
 
-def _class_shapes(report: Report) -> List[Tuple[str, str]]:
-    """(size label, "NxC") for each size that a class-index loss turned into a shape
-    (explicit shapes NxC left out), in increasing size."""
+def _class_shapes(report: Report, layout: str = "classes") -> List[Tuple[str, str]]:
+    """(size label, "NxC") for each size that a loss of ``layout`` (class-index losses by
+    default) turned into a shape (explicit shapes NxC left out), in increasing size."""
     shapes = {}
     for r in report.results:
         entry = LOSSES.get(r["loss"])
         shape = "x".join(map(str, r["shape"]))
-        if entry is not None and not entry.elementwise and r["size"] != shape:
+        if entry is not None and entry.layout == layout and r["size"] != shape:
             shapes[r["size"]] = (r["n_elements"], shape)
     return [(label, shape) for label, (_, shape) in
             sorted(shapes.items(), key=lambda item: item[1][0])]
