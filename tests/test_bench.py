@@ -263,6 +263,11 @@ def test_peer_entries_compute_the_same_quantity_as_the_reference(name, peer):
     dtypes = ("float64", "float32") if peer == "numba" else ("float64",)
     for dtype in dtypes:
         case = bench.make_case(entry, bench.parse_size(size), dtype, seed=3)
+        if name in ("mae", "l1_penalty") and peer != "sklearn":
+            # the kink: the gradient is 0 there, as torch's (sklearn's AbsoluteError takes
+            # the subgradient -1 at 0: the same loss, another convention where it has no
+            # derivative, which the report's continuous random inputs never hit)
+            case.x[:5] = 0.0 if name == "l1_penalty" else case.target[:5]
         case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
         result = entry.peers[peer](case, bench._all_threads())()
         assert bench.check_result(case, result) is None, (dtype, bench.check_result(case, result))
