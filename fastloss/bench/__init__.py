@@ -68,7 +68,8 @@ from .losses import LOSSES
 from .peers import PEER_FAMILIES, PeerFamily, _installed
 from .plot import PLOT_METRICS, plot_value, write_plot
 from .report import Report, render_markdown, render_text
-from .run import Implementation, Settings, implementations, run
+from .run import (ADD_FLOOR, COPY_FLOOR, FASTLOSS_IMPLS, REFERENCE_IMPL, Implementation,
+                  Settings, implementations, run)
 from .sizes import Size, named_sizes, parse_size
 from .timing import Timing, _all_threads, measure, thread_limit
 
