@@ -59,17 +59,19 @@ def ref_binary_cross_entropy_with_logits(x, target, reduction, weight=None, pos_
     return _reduce(per, reduction, x.size)
 
 
-def ref_huber(x, target, reduction, delta=1.0):
-    return _reduce(optax.huber_loss(x, target, delta=delta), reduction, x.size)
+def ref_huber(x, target, reduction, delta=1.0, weight=None):
+    return _reduce(_weighted(optax.huber_loss(x, target, delta=delta), weight), reduction,
+                   x.size)
 
 
-def ref_smooth_l1(x, target, reduction, beta=1.0):
-    return _reduce(optax.huber_loss(x, target, delta=beta) / beta, reduction, x.size)
+def ref_smooth_l1(x, target, reduction, beta=1.0, weight=None):
+    return _reduce(_weighted(optax.huber_loss(x, target, delta=beta) / beta, weight), reduction,
+                   x.size)
 
 
-def ref_sigmoid_focal(x, target, reduction, alpha=0.25, gamma=2.0):
+def ref_sigmoid_focal(x, target, reduction, alpha=0.25, gamma=2.0, weight=None):
     per = optax.sigmoid_focal_loss(x, target, alpha=None if alpha < 0 else alpha, gamma=gamma)
-    return _reduce(per, reduction, x.size)
+    return _reduce(_weighted(per, weight), reduction, x.size)
 
 
 def ref_softmax_focal(x, target, reduction, alpha=None, gamma=2.0, ignore_index=-100):
