@@ -176,7 +176,10 @@ def tolerance(dtype):
 def make(row, option, dtype, shape=(13, 5), seed=0):
     case = CASE_BY_NAME[row.fastloss]
     x, target, kwargs = case.make(np.random.default_rng(seed), np.dtype(dtype), shape, option)
-    kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v)
+    # array options in the input's dtype (the registry draws pinball's levels in float64):
+    # jnp.asarray alone would make them float64 or float32 by the global x64 flag, which
+    # fastloss.bench turns on for the rest of the process
+    kwargs = {k: (jnp.asarray(v, dtype=x.dtype) if isinstance(v, np.ndarray) else v)
               for k, v in case.call_kwargs(kwargs).items()}
     return jnp.asarray(x), jnp.asarray(target), kwargs
 
