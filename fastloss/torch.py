@@ -43,8 +43,17 @@ with PyTorch's results, errors and warnings:
   of an integer dtype;
 - a target or weight that requires grad while grad mode is on (the kernels differentiate with
   respect to the input only);
-- an argument the fastloss function does not (yet) take, given a value other than its default
-  (for instance ``huber_loss(..., weight=w)`` while fastloss's huber has no ``weight``).
+- an argument the fastloss function does not (yet) take, given a value other than its default;
+- a ``weight`` of another shape than the input for ``mse_loss``, ``l1_loss`` and
+  ``huber_loss`` (PyTorch 2.13 raises its ``ValueError``; fastloss would broadcast it; a row's
+  ``same_shape``).
+
+fastloss's own element-wise losses (``sigmoid_focal``, ``pinball``, ``log_cosh``, ``tweedie``,
+``hinge``, ``squared_hinge``; modules ``SigmoidFocalLoss``, ``PinballLoss``, ``LogCoshLoss``,
+``TweedieLoss``, ``HingeLoss``, ``SquaredHingeLoss``) take fastloss's keyword options and
+``weight``, with fastloss's semantics (the weighted ``"mean"`` divides by the number of
+elements). ``pinball``'s ``quantile`` is a float or a tensor of levels along the last axis; a
+float becomes a 0-d tensor of the input's dtype (in float32 the level is rounded to float32).
 
 Double backward (``create_graph=True`` through a fastloss loss) recomputes that loss with
 PyTorch's implementation inside the backward pass, so second derivatives are PyTorch's; the
@@ -124,6 +133,41 @@ def _torch_softmax_focal(logits, target, alpha=None, gamma=2.0, ignore_index=-10
     return _torch_reduce(loss, reduction, count)
 
 
+def _times_weight(loss, weight):
+    return loss if weight is None else loss * weight
+
+
+def _torch_pinball(input, target, quantile=0.5, weight=None, reduction="mean"):
+    """scikit-learn's PinballLoss: q r where r = target - input >= 0, else (q - 1) r."""
+    r = target - input
+    loss = torch.where(r >= 0, quantile * r, (quantile - 1) * r)
+    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+
+
+def _torch_log_cosh(input, target, weight=None, reduction="mean"):
+    """log(cosh(d)) as logaddexp(d, -d) - log 2 (finite for every finite d)."""
+    d = input - target
+    loss = torch.logaddexp(d, -d) - 0.6931471805599453
+    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+
+
+def _torch_tweedie(input, target, power=1.5, weight=None, reduction="mean"):
+    """LightGBM's tweedie objective (log link) as a loss of the raw score."""
+    loss = (-target * torch.exp((1 - power) * input) / (1 - power)
+            + torch.exp((2 - power) * input) / (2 - power))
+    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+
+
+def _torch_hinge(input, target, margin=1.0, weight=None, reduction="mean"):
+    loss = F.relu(margin - target * input)
+    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+
+
+def _torch_squared_hinge(input, target, margin=1.0, weight=None, reduction="mean"):
+    loss = F.relu(margin - target * input) ** 2
+    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+
+
 def _torch_reduce(loss, reduction, count):
     if reduction == "none":
         return loss
@@ -163,6 +207,10 @@ class LossRow:
     # torch's "mean" of this loss divides by the sum of this (element-weight) option, not by
     # the number of elements (torch 2.13: mse_loss and l1_loss; huber_loss divides by N)
     mean_divides_by: Optional[str] = None
+    # tensor options that torch takes only of the input's exact shape (torch 2.13's weight of
+    # mse_loss, l1_loss, huber_loss: ValueError otherwise); another shape goes to PyTorch,
+    # which raises its error (fastloss would broadcast it)
+    same_shape: Tuple[str, ...] = ()
 
 
 LOSSES: Tuple[LossRow, ...] = (
@@ -170,10 +218,12 @@ LOSSES: Tuple[LossRow, ...] = (
             class_axis=True),
     LossRow("binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits",
             "BCEWithLogitsLoss", ("weight", "pos_weight")),
-    LossRow("huber", "huber_loss", "HuberLoss", ("weight",)),
+    LossRow("huber", "huber_loss", "HuberLoss", ("weight",), same_shape=("weight",)),
     LossRow("smooth_l1", "smooth_l1_loss", "SmoothL1Loss", ("weight",)),
-    LossRow("mse", "mse_loss", "MSELoss", ("weight",), mean_divides_by="weight"),
-    LossRow("mae", "l1_loss", "L1Loss", ("weight",), mean_divides_by="weight"),
+    LossRow("mse", "mse_loss", "MSELoss", ("weight",), mean_divides_by="weight",
+            same_shape=("weight",)),
+    LossRow("mae", "l1_loss", "L1Loss", ("weight",), mean_divides_by="weight",
+            same_shape=("weight",)),
     LossRow("poisson_nll", "poisson_nll_loss", "PoissonNLLLoss", ("weight",)),
     LossRow("soft_margin", "soft_margin_loss", "SoftMarginLoss", ("weight",)),
     LossRow("binary_cross_entropy", "binary_cross_entropy", "BCELoss", ("weight",)),
@@ -183,6 +233,16 @@ LOSSES: Tuple[LossRow, ...] = (
     LossRow("softmax_focal", None, "SoftmaxFocalLoss", ("alpha", "sample_weight"),
             class_axis=True,
             torch_formula=_torch_softmax_focal),
+    # fastloss's own element-wise losses (the loss table's rows without a torch function);
+    # pinball's quantile is a tensor option: a float, or one level per element of the last
+    # axis (a Python float becomes a 0-d tensor of the input's dtype)
+    LossRow("pinball", None, "PinballLoss", ("weight", "quantile"),
+            torch_formula=_torch_pinball),
+    LossRow("log_cosh", None, "LogCoshLoss", ("weight",), torch_formula=_torch_log_cosh),
+    LossRow("tweedie", None, "TweedieLoss", ("weight",), torch_formula=_torch_tweedie),
+    LossRow("hinge", None, "HingeLoss", ("weight",), torch_formula=_torch_hinge),
+    LossRow("squared_hinge", None, "SquaredHingeLoss", ("weight",),
+            torch_formula=_torch_squared_hinge),
 )
 
 
@@ -437,6 +497,11 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     torch_only = frozenset(spec.torch_only) | frozenset(_LEGACY)
     reduction_index = spec.reduction_index
     mean_slot = slots[row.mean_divides_by][0] if row.mean_divides_by in slots else None
+    same_shape_slots = tuple(slots[name][0] for name in row.same_shape if name in slots)
+    # tensor options with a scalar default (pinball's quantile): a 0-d tensor when not given
+    scalar_default_slots = tuple(
+        index for index, (user, fl) in enumerate(spec.options)
+        if fl in spec.tensor_options and defaults[user] is not None)
     apply = _fast_apply(eager_function)
 
     def by_torch(values):
@@ -484,12 +549,16 @@ def _make_function(spec: _Spec, custom_op, eager_function):
                 options[index] = value
         if not _kernel_takes(spec, input, target, tensor_args):
             return by_torch(values)
+        for index in same_shape_slots:
+            if options[index] is not None and options[index].shape != input.shape:
+                return by_torch(values)  # PyTorch's error: it does not broadcast this option
+        for index in scalar_default_slots:
+            if not isinstance(options[index], torch.Tensor):
+                options[index] = torch.tensor(options[index], dtype=input.dtype)
         divisor = None
         if mean_slot is not None and options[reduction_index] == "mean" \
                 and options[mean_slot] is not None:
             divisor = options[mean_slot]
-            if divisor.shape != input.shape:
-                return by_torch(values)  # PyTorch's error: it does not broadcast this weight
             options[reduction_index] = "sum"  # torch's "mean": the sum / the weights' sum
 
         unbatched = batched_shape = None

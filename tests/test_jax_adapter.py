@@ -59,17 +59,19 @@ def ref_binary_cross_entropy_with_logits(x, target, reduction, weight=None, pos_
     return _reduce(per, reduction, x.size)
 
 
-def ref_huber(x, target, reduction, delta=1.0):
-    return _reduce(optax.huber_loss(x, target, delta=delta), reduction, x.size)
+def ref_huber(x, target, reduction, delta=1.0, weight=None):
+    return _reduce(_weighted(optax.huber_loss(x, target, delta=delta), weight), reduction,
+                   x.size)
 
 
-def ref_smooth_l1(x, target, reduction, beta=1.0):
-    return _reduce(optax.huber_loss(x, target, delta=beta) / beta, reduction, x.size)
+def ref_smooth_l1(x, target, reduction, beta=1.0, weight=None):
+    return _reduce(_weighted(optax.huber_loss(x, target, delta=beta) / beta, weight), reduction,
+                   x.size)
 
 
-def ref_sigmoid_focal(x, target, reduction, alpha=0.25, gamma=2.0):
+def ref_sigmoid_focal(x, target, reduction, alpha=0.25, gamma=2.0, weight=None):
     per = optax.sigmoid_focal_loss(x, target, alpha=None if alpha < 0 else alpha, gamma=gamma)
-    return _reduce(per, reduction, x.size)
+    return _reduce(_weighted(per, weight), reduction, x.size)
 
 
 def ref_softmax_focal(x, target, reduction, alpha=None, gamma=2.0, ignore_index=-100):
@@ -174,7 +176,10 @@ def tolerance(dtype):
 def make(row, option, dtype, shape=(13, 5), seed=0):
     case = CASE_BY_NAME[row.fastloss]
     x, target, kwargs = case.make(np.random.default_rng(seed), np.dtype(dtype), shape, option)
-    kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v)
+    # array options in the input's dtype (the registry draws pinball's levels in float64):
+    # jnp.asarray alone would make them float64 or float32 by the global x64 flag, which
+    # fastloss.bench turns on for the rest of the process
+    kwargs = {k: (jnp.asarray(v, dtype=x.dtype) if isinstance(v, np.ndarray) else v)
               for k, v in case.call_kwargs(kwargs).items()}
     return jnp.asarray(x), jnp.asarray(target), kwargs
 
