@@ -898,66 +898,6 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
 
     hidden, weight, bias, n, _, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
-# ================================================ class-axis losses (issue 13)
-# K-dim inputs, sample weights, z-loss, soft-capping, lse_out; multi_margin; distillation KL.
-# The K-dim logits are moved to rows (N * d1 * ... * dK, C) (a transpose: fine for an oracle)
-# and handed to the (N, C) references above with reduction="none", whose per-sample losses
-# and gradients are then weighted and reduced here.
-
-from . import _class_losses as _class  # noqa: E402  (the shared argument checks)
-
-
-def _to_rows(array: np.ndarray) -> np.ndarray:
-    """(N, C, d1..dK) -> (N * d1 * ... * dK, C)."""
-    return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
-
-
-def _from_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
-    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
-    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
-
-
-def _class_axis_finish(per_sample, grad_rows, denominator, reduction, compute_grad, out,
-                       logits, sample_shape):
-    dtype = logits.dtype
-    if reduction == "none":
-        loss = np.asarray(per_sample, dtype=dtype).reshape(sample_shape)
-        scale = 1.0
-    else:
-        total = float(np.sum(per_sample, dtype=np.float64))
-        if reduction == "sum":
-            loss, scale = total, 1.0
-        else:
-            loss = total / denominator if denominator != 0 else math.nan
-            scale = 1.0 / denominator if denominator != 0 else math.nan
-    grad = None
-    if compute_grad:
-        with np.errstate(invalid="ignore"):
-            scaled = _from_rows(np.asarray(grad_rows * scale, dtype=dtype), logits.shape)
-        if out is not None:
-            out[...] = scaled
-            grad = out
-        else:
-            grad = scaled
-    return LossResult(loss, grad)
-
-
-def _per_row_weight(sample_weight, per_position, sample_shape):
-    """Sample weights as one factor per row of _to_rows (float64), or None."""
-    if sample_weight is None:
-        return None
-    if not per_position:
-        sample_weight = np.broadcast_to(
-            sample_weight.reshape(sample_shape[:1] + (1,) * (len(sample_shape) - 1)), sample_shape)
-    return np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-
-
-def _class_axis_cross_entropy(logits, target, *, weight, ignore_index, label_smoothing,
-                              reduction, compute_grad, out, n_threads, sample_weight, z_loss,
-                              logit_softcap, lse_out):
-    """Reference of the class-axis options of softmax_cross_entropy: per sample
-    s_i [CE(z) + zl lse(z)^2], z = c tanh(x / c), gradient through np.tanh."""
-    logits = _class.class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
     check.n_threads(n_threads)
@@ -1023,6 +963,73 @@ def _class_axis_cross_entropy(logits, target, *, weight, ignore_index, label_smo
     return LossResult(loss, tuple(grads))
 
 __all__.append("linear_cross_entropy")  # issue 17
+
+
+# ================================================ class-axis losses (issue 13)
+# K-dim inputs, sample weights, z-loss, soft-capping, lse_out; multi_margin; distillation KL.
+# The K-dim logits are moved to rows (N * d1 * ... * dK, C) (a transpose: fine for an oracle)
+# and handed to the (N, C) references above with reduction="none", whose per-sample losses
+# and gradients are then weighted and reduced here.
+
+from . import _class_losses as _class  # noqa: E402  (the shared argument checks)
+
+
+def _to_rows(array: np.ndarray) -> np.ndarray:
+    """(N, C, d1..dK) -> (N * d1 * ... * dK, C)."""
+    return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
+
+
+def _from_rows(rows: np.ndarray, shape: tuple) -> np.ndarray:
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
+
+
+def _class_axis_finish(per_sample, grad_rows, denominator, reduction, compute_grad, out,
+                       logits, sample_shape):
+    dtype = logits.dtype
+    if reduction == "none":
+        loss = np.asarray(per_sample, dtype=dtype).reshape(sample_shape)
+        scale = 1.0
+    else:
+        total = float(np.sum(per_sample, dtype=np.float64))
+        if reduction == "sum":
+            loss, scale = total, 1.0
+        else:
+            loss = total / denominator if denominator != 0 else math.nan
+            scale = 1.0 / denominator if denominator != 0 else math.nan
+    grad = None
+    if compute_grad:
+        with np.errstate(invalid="ignore"):
+            scaled = _from_rows(np.asarray(grad_rows * scale, dtype=dtype), logits.shape)
+        if out is not None:
+            out[...] = scaled
+            grad = out
+        else:
+            grad = scaled
+    return LossResult(loss, grad)
+
+
+def _per_row_weight(sample_weight, per_position, sample_shape):
+    """Sample weights as one factor per row of _to_rows (float64), or None."""
+    if sample_weight is None:
+        return None
+    if not per_position:
+        sample_weight = np.broadcast_to(
+            sample_weight.reshape(sample_shape[:1] + (1,) * (len(sample_shape) - 1)), sample_shape)
+    return np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+
+
+def _class_axis_cross_entropy(logits, target, *, weight, ignore_index, label_smoothing,
+                              reduction, compute_grad, out, n_threads, sample_weight, z_loss,
+                              logit_softcap, lse_out):
+    """Reference of the class-axis options of softmax_cross_entropy: per sample
+    s_i [CE(z) + zl lse(z)^2], z = c tanh(x / c), gradient through np.tanh."""
+    logits = _class.class_axis_logits(logits)
+    reduction = check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    check.n_threads(n_threads)
+    ignore_index = check.ignore_index(ignore_index)
+    check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
     zl = check.real_scalar(z_loss, "z_loss", low=0.0)
     cap = None if logit_softcap is None else check.real_scalar(
         logit_softcap, "logit_softcap", low=0.0, low_open=True)
