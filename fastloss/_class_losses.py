@@ -206,8 +206,8 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     x = np.ascontiguousarray(logits)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(sample_shape, dtype=dtype) if reduction == "none" else None
+    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    loss_out = _kernels.result_empty(sample_shape, dtype) if reduction == "none" else None
     total = _kernels.class_axis(
         False, x, n_samples, n_classes, inner, indices, probabilities, weight_array, sw,
         per_position, ignore_index, eps, weight_sum, _grad_scale(reduction, denominator), zl,
@@ -245,8 +245,8 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     x = np.ascontiguousarray(logits)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(sample_shape, dtype=dtype) if reduction == "none" else None
+    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    loss_out = _kernels.result_empty(sample_shape, dtype) if reduction == "none" else None
     total = _kernels.class_axis(
         True, x, n_samples, n_classes, inner, indices, None, alpha_array, sw, per_position,
         ignore_index, 0.0, 0.0, _grad_scale(reduction, denominator), 0.0, 0.0, alpha_scalar,
@@ -315,8 +315,8 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
                                   out, n_threads)
     n_samples = input.shape[0]
     x = np.ascontiguousarray(input)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(n_samples, dtype=x.dtype) if reduction == "none" else None
+    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    loss_out = _kernels.result_empty(n_samples, x.dtype) if reduction == "none" else None
     total = _kernels.multi_margin(x, indices, weight_array, p, margin,
                                   _grad_scale(reduction, float(n_samples)), grad, loss_out,
                                   threads)
@@ -374,8 +374,8 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
         logits, target_logits, temperature, reduction, compute_grad, out, n_threads)
     n_samples = logits.shape[0]
     x = np.ascontiguousarray(logits)
-    grad = (out if out is not None else np.empty_like(x)) if compute_grad else None
-    loss_out = np.empty(n_samples, dtype=x.dtype) if reduction == "none" else None
+    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    loss_out = _kernels.result_empty(n_samples, x.dtype) if reduction == "none" else None
     total = _kernels.distill_kl(x, teacher, temperature,
                                 _grad_scale(reduction, float(n_samples)), grad, loss_out,
                                 threads)

@@ -127,7 +127,7 @@ def _overlap_run(setup, kind, squared, alpha, beta) -> LossResult:
     x = input if input.flags.c_contiguous else np.ascontiguousarray(input)
     grad = None
     if setup["compute_grad"]:
-        grad = setup["out"] if setup["out"] is not None else np.empty_like(x)
+        grad = setup["out"] if setup["out"] is not None else _kernels.result_empty(x.shape, x.dtype)
     first_class, batch, reduction = setup["first_class"], setup["batch"], setup["reduction"]
     n_losses = (n_classes - first_class) * (1 if batch else n_samples)
     grad_scale = 1.0
@@ -325,11 +325,11 @@ def _pair_run(kind, arrays, names, target, out, reduction, compute_grad, threads
     xs = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays]
     grads = None
     if compute_grad:
-        grads = tuple(o if o is not None else np.empty_like(x) for o, x in zip(out, xs))
+        grads = tuple(o if o is not None else _kernels.result_empty(x.shape, x.dtype) for o, x in zip(out, xs))
     first = xs[0]
     per_sample_shape = first.shape if kind == _kernels.PAIR_RANKING else first.shape[:1]
     count = math.prod(per_sample_shape)
-    loss_out = np.empty(per_sample_shape, dtype=first.dtype) if reduction == "none" else None
+    loss_out = _kernels.result_empty(per_sample_shape, first.dtype) if reduction == "none" else None
     grad_scale = 1.0
     if reduction == "mean":
         grad_scale = 1.0 / count if count else math.nan
