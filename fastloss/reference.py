@@ -1140,9 +1140,11 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
         active = v > 0                      # nan compares false: no term (as torch)
         active[rows, y] = False
         hinge = np.where(active, v * v if p == 2 else v, 0).astype(np.float64)
-        per_sample = w_y * hinge.sum(axis=1) / n_classes
+        # only active terms carry the class weight (as torch's loops: a nan weight of a row
+        # with no active hinge gives 0, not nan)
+        per_sample = np.where(active, w_y[:, None] * hinge, 0.0).sum(axis=1) / n_classes
         slope = np.where(active, 2 * v.astype(np.float64) if p == 2 else 1.0, 0.0)
-        grad = slope * (w_y / n_classes)[:, None]
+        grad = np.where(active, slope * (w_y / n_classes)[:, None], 0.0)
         grad[rows, y] = -grad.sum(axis=1)
     return _finish(per_sample, grad, float(n), reduction, compute_grad, out, dtype)
 

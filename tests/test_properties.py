@@ -394,7 +394,23 @@ KNOWN_KERNEL_BUGS: dict = {
          lambda args, kwargs: np.asarray(args[0]).dtype == np.float32 and bool(np.any(
              np.abs(np.where(np.isfinite(args[0]), args[0], 0)) > 1e37))),
     ],
+    "multi_margin": [
+        ("a nan class weight makes the kernel's loss and target-column gradient nan for a row "
+         "with no active hinge, where torch gives 0 "
+         "(test_multi_margin_nan_weight_of_an_inactive_row_is_torchs)",
+         lambda args, kwargs: kwargs.get("weight") is not None
+         and bool(np.isnan(np.asarray(kwargs["weight"], dtype=np.float64)).any())),
+    ],
 }
+
+
+@pytest.mark.xfail(strict=True, reason="known kernel bug: KNOWN_KERNEL_BUGS above (multi_margin "
+                                       "multiplies inactive terms by a nan class weight)")
+def test_multi_margin_nan_weight_of_an_inactive_row_is_torchs():
+    x = np.array([[5.0, 0.0]], dtype=np.float32)       # class 0 wins by 5 > margin: no hinge
+    loss, grad = fastloss.multi_margin(x, np.array([0]), weight=np.array([np.nan, 1.0]),
+                                       reduction="sum")
+    assert loss == 0.0 and not np.isnan(grad).any()
 
 
 @pytest.mark.xfail(strict=True, reason="known kernel bug: KNOWN_KERNEL_BUGS above (the distill "
