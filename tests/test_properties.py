@@ -395,11 +395,11 @@ KNOWN_KERNEL_BUGS: dict = {
              np.abs(np.where(np.isfinite(args[0]), args[0], 0)) > 1e37))),
     ],
     "multi_margin": [
-        ("a nan class weight makes the kernel's loss and target-column gradient nan for a row "
-         "with no active hinge, where torch gives 0 "
+        ("a nan or infinite class weight makes the kernel's loss and target-column gradient "
+         "nan for a row with no active hinge (inf * 0), where torch gives 0 "
          "(test_multi_margin_nan_weight_of_an_inactive_row_is_torchs)",
          lambda args, kwargs: kwargs.get("weight") is not None
-         and bool(np.isnan(np.asarray(kwargs["weight"], dtype=np.float64)).any())),
+         and not bool(np.isfinite(np.asarray(kwargs["weight"], dtype=np.float64)).all())),
     ],
 }
 

@@ -41,5 +41,8 @@ def run_rank(rank, world_size, port, result_path, loss_name, configurations):
             results.append([p.grad.clone() for p in model.parameters()])
         if rank == 0:
             torch.save(results, result_path)
+        # both ranks reach here before either tears gloo down: a rank that closes its pairs
+        # while the other is still in a collective aborts the other (SIGABRT, seen in CI)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
