@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _kernels
 from . import _validation as check
+from ._api import _reduce   # the reductions of every loss, written once
 from ._results import LossGradHess, LossResult
 from ._table import ELEMENTWISE, KERNEL_INDEX, ElementwiseLoss, Param
 
@@ -43,14 +44,6 @@ def _periodic(weight_and_period, n_elements: int):
     if period < n_elements:
         values = np.resize(values, period + _kernels.ELEMENTWISE_CHUNK)
     return values, period
-
-
-def _reduce(total: float, denominator: float, reduction: str, loss_out):
-    if reduction == "none":
-        return loss_out
-    if reduction == "sum":
-        return float(total)
-    return total / denominator if denominator != 0 else math.nan
 
 
 def _option(param: Param, value):
@@ -252,7 +245,7 @@ del _row
 
 # ------------------------------------------------------------------ penalties, gaussian_kl
 
-def _penalty(params, strength, out, accumulate, n_threads, squared: bool, name: str):
+def _penalty(params, strength, out, accumulate, n_threads, squared: bool):
     params = check.float_input(params, "params")
     strength = check.real_scalar(strength, "strength", low=0.0)
     accumulate = check.bool_option(accumulate, "accumulate")
@@ -285,7 +278,7 @@ def l1_penalty(params, *, strength, out=None, accumulate=False, n_threads=None) 
     -------
     LossResult(float, grad): the penalty (summed in double; no reduction) and its gradient.
     """
-    return _penalty(params, strength, out, accumulate, n_threads, False, "l1_penalty")
+    return _penalty(params, strength, out, accumulate, n_threads, False)
 
 
 def l2_penalty(params, *, strength, out=None, accumulate=False, n_threads=None) -> LossResult:
@@ -293,7 +286,7 @@ def l2_penalty(params, *, strength, out=None, accumulate=False, n_threads=None) 
 
     Parameters and return value as l1_penalty.
     """
-    return _penalty(params, strength, out, accumulate, n_threads, True, "l2_penalty")
+    return _penalty(params, strength, out, accumulate, n_threads, True)
 
 
 def gaussian_kl(mean, log_var, *, reduction="mean", compute_grad=True, out=None,
