@@ -728,6 +728,16 @@ cdef inline bint plain_float_array(object value, int ndim):
             and cnp.PyArray_ISCARRAY_RO(array))
 
 
+cdef inline bint plain_nonempty_float(object value):
+    """A non-empty exact ndarray of float32/float64 of any shape, C-contiguous and aligned."""
+    if not cnp.PyArray_CheckExact(value):
+        return False
+    cdef cnp.ndarray array = <cnp.ndarray>value
+    cdef int type_num = cnp.PyArray_TYPE(array)
+    return ((type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISCARRAY_RO(array) and cnp.PyArray_SIZE(array) > 0)
+
+
 cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b):
     """The byte ranges of two C-contiguous arrays do not overlap."""
     cdef uintptr_t a0 = <uintptr_t>cnp.PyArray_DATA(a)
@@ -917,13 +927,10 @@ def elementwise_fast(int kind, object input, object target, tuple scalars, int n
     """An element-wise loss for plain calls (no weight, no array parameter, no hessian), or
     None. The first n_checked scalars are the loss's public real options, checked against
     their registered domains; the rest were derived by the caller."""
-    if kind < 0 or not cnp.PyArray_CheckExact(input):
+    if kind < 0 or not plain_nonempty_float(input):
         return None
     cdef cnp.ndarray x = <cnp.ndarray>input
     cdef int type_num = cnp.PyArray_TYPE(x)
-    if not ((type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
-            and cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_SIZE(x) > 0):
-        return None
     if not plain_like(target, x):
         return None
     cdef cnp.ndarray t = <cnp.ndarray>target
@@ -971,13 +978,10 @@ def penalty_fast(object params, object strength, object out, object accumulate,
                  object n_threads, bint squared):
     """l1_penalty / l2_penalty for plain calls (a C-contiguous float array, a plain number
     strength >= 0, out None, params itself or a disjoint array just like it), or None."""
-    if not cnp.PyArray_CheckExact(params):
+    if not plain_nonempty_float(params):
         return None
     cdef cnp.ndarray x = <cnp.ndarray>params
     cdef int type_num = cnp.PyArray_TYPE(x)
-    if not ((type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
-            and cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_SIZE(x) > 0):
-        return None
     if not (accumulate is True or accumulate is False):
         return None
     if accumulate is True and out is None:
