@@ -485,6 +485,22 @@ def _kernel_backward(spec: _Spec, grads, positional, options, reduction, grad_lo
                                                allow_unused=True))
         return tuple(next(results) if t is not None and t.requires_grad else None
                      for t in wanted)
+    if reduction == "none" and spec.row.none_by_torch:
+        # per-sample losses that share inputs: PyTorch's backward of the same loss (the
+        # adapter computes these with PyTorch; the custom op, called directly, gets here)
+        positional, options = list(positional), list(options)
+        leaves = []
+        slots = [(positional, i) for i in range(spec.row.inputs)] + [
+            (options, i) for i in spec.grad_option_indices]
+        for container, index in slots:
+            if container[index] is not None:
+                container[index] = container[index].detach().requires_grad_()
+            leaves.append(container[index])
+        present = [t for t in leaves if t is not None]
+        with torch.enable_grad():
+            results = iter(torch.autograd.grad(spec.torch_loss(positional, options), present,
+                                               grad_loss, allow_unused=True))
+        return tuple(None if t is None else next(results) for t in leaves)
     return tuple(None if g is None else _scaled(g, reduction, grad_loss, eager) for g in grads)
 
 
