@@ -41,9 +41,18 @@ Arrays and options
 ------------------
 - The differentiated input must be float32 or float64 (``TypeError`` otherwise, raised while
   tracing); with JAX's default 32-bit mode that is float32.
-- Gradients flow to the differentiated input (the first argument) only: the target and the
-  array-valued options (weights) get a zero cotangent. Differentiate with respect to them with
-  a JAX formula of the loss.
+- Gradients flow to the differentiated inputs only: the first argument, or each of the
+  leading ones where fastloss returns a gradient tuple (``triplet_margin``: anchor, positive,
+  negative; ``contrastive``, ``cosine_embedding``, ``margin_ranking``: input1, input2;
+  ``gaussian_kl``: mean, log_var; ``linear_cross_entropy``: hidden, weight and the ``bias``
+  option), all from one kernel pass. The target and the other array-valued options (weights)
+  get a zero cotangent. Differentiate with respect to them with a JAX formula of the loss.
+- ``reduction="none"`` of ``dice``, ``jaccard``, ``tversky`` and ``linear_cross_entropy`` is
+  not differentiable (``NotImplementedError`` while tracing the gradient): their per-sample
+  losses share inputs, so a per-sample cotangent cannot rescale the kernel's gradient of their
+  sum. Differentiate ``reduction="sum"`` (or a JAX formula) instead; the values are fine.
+- Class-axis inputs may be K-dimensional, (N, C, d1, ..., dK), wherever the fastloss function
+  takes them (``softmax_cross_entropy``, ``softmax_focal``).
 - Scalar options (``reduction``, ``delta``, ``label_smoothing``, ...) are Python values, static
   under ``jax.jit`` (a traced scalar raises ``TypeError``); array-valued options (``weight``,
   ``pos_weight``, ``alpha`` of ``softmax_focal``) may be traced arrays.

@@ -6,10 +6,12 @@
     loss = flt.cross_entropy(logits, labels)             # torch.nn.functional's name and arguments
     criterion = flt.CrossEntropyLoss(label_smoothing=0.1) # torch.nn's name and constructor
     loss = flt.sigmoid_focal(logits, targets, gamma=2.0)  # fastloss's name where torch has none
+    loss = flt.triplet_margin_loss(anchor, positive, negative)  # a gradient for each input
 
 Every name is derived from one table, ``LOSSES``: one row per loss (the fastloss function, the
 ``torch.nn.functional`` and ``torch.nn`` names when torch has the loss, the arguments that are
-tensors, whether the loss has a class axis). A row whose fastloss function does not exist in
+tensors, how many inputs are differentiated, the shape of its per-sample losses). A row whose
+fastloss function does not exist in
 the installed fastloss is not exported; adding a loss to fastloss is adding its row here.
 
 How a call runs
@@ -42,7 +44,7 @@ with PyTorch's results, errors and warnings:
 - an element-wise loss's target of another shape than the input (PyTorch broadcasts it) or
   of an integer dtype;
 - a target or weight that requires grad while grad mode is on (the kernels differentiate with
-  respect to the input only);
+  respect to the inputs only; ``linear_bias`` is differentiated);
 - an argument the fastloss function does not (yet) take, given a value other than its default;
 - a ``weight`` of another shape than the input for ``mse_loss``, ``l1_loss`` and
   ``huber_loss`` (PyTorch 2.13 raises its ``ValueError``; fastloss would broadcast it; a row's
@@ -55,13 +57,58 @@ fastloss's own element-wise losses (``sigmoid_focal``, ``pinball``, ``log_cosh``
 elements). ``pinball``'s ``quantile`` is a float or a tensor of levels along the last axis; a
 float becomes a 0-d tensor of the input's dtype (in float32 the level is rounded to float32).
 
+The names
+---------
+torch's: ``cross_entropy``, ``binary_cross_entropy_with_logits``, ``huber_loss``,
+``smooth_l1_loss``, ``mse_loss``, ``l1_loss``, ``poisson_nll_loss``, ``soft_margin_loss``,
+``binary_cross_entropy``, ``kl_div``, ``multi_margin_loss``, ``triplet_margin_loss``,
+``cosine_embedding_loss``, ``margin_ranking_loss``, ``linear_cross_entropy`` (torch 2.13's
+``(input, linear_weight, target, *, linear_bias=None, weight=None, ...)``, ``weight`` the class
+weight), each with the ``torch.nn`` module of the same name (``LinearCrossEntropyLoss`` owns
+its linear layer, as torch's). fastloss's own: ``sigmoid_focal``, ``softmax_focal``,
+``pinball``, ``log_cosh``, ``tweedie``, ``hinge``, ``squared_hinge``,
+``kl_divergence_with_logits``, ``gaussian_kl``, ``contrastive``, ``dice``, ``jaccard``,
+``tversky``; modules ``SigmoidFocalLoss``, ``SoftmaxFocalLoss``, ``PinballLoss``,
+``LogCoshLoss``, ``TweedieLoss``, ``HingeLoss``, ``SquaredHingeLoss``,
+``KLDivergenceWithLogitsLoss``, ``GaussianKLLoss``, ``ContrastiveLoss``, ``DiceLoss``,
+``JaccardLoss``, ``TverskyLoss``, whose constructors take the function's keyword options.
+
+``cross_entropy`` (and ``linear_cross_entropy``) also take fastloss's class-axis options as
+keyword-only arguments after torch's own: ``sample_weight`` (``cross_entropy`` only),
+``z_loss`` and ``logit_softcap`` (fastloss.softmax_cross_entropy's semantics). Without them the
+signature and the semantics are torch's.
+
+The penalties ``l1_penalty`` / ``l2_penalty`` are not here: they are not losses of a prediction.
+In PyTorch a penalty on parameters is the optimizer's ``weight_decay`` (no autograd at all), or
+``strength * w.square().sum()`` whose two light passes autograd already fuses into the
+parameter's ``.grad``; fastloss's gain there, ``accumulate=True`` adding the penalty's gradient
+into an existing gradient buffer in the same pass, is what autograd does not let a function
+do (it owns ``.grad`` and its accumulation).
+
+Several differentiated inputs
+-----------------------------
+``triplet_margin_loss`` (3), ``cosine_embedding_loss``, ``margin_ranking_loss``,
+``contrastive``, ``gaussian_kl`` (2) and ``linear_cross_entropy`` (``input``, ``linear_weight``
+and ``linear_bias``) get every gradient from the one kernel pass (fastloss returns them as a
+tuple in argument order); the custom op returns the loss and one gradient per differentiated
+input, and each input that requires grad gets its own. The kernel computes them all when any
+is wanted.
+
+``reduction="none"`` of ``dice``, ``jaccard``, ``tversky`` and ``linear_cross_entropy`` is
+computed by PyTorch (the torch formula): their per-sample losses share inputs (the softmax over
+the classes, ``batch=True``, the linear weight), so the kernel's gradient of their sum cannot
+be rescaled by a grad_output that differs between samples. ``"mean"`` and ``"sum"`` run the
+kernel.
+
 Double backward (``create_graph=True`` through a fastloss loss) recomputes that loss with
 PyTorch's implementation inside the backward pass, so second derivatives are PyTorch's; the
 first derivative is still fastloss's. ``torch.compile`` does not trace double backward.
 
-Inputs with more than two dimensions (N, C, d1, ..., dK) for the class-axis losses are moved to
-(N * d1 * ... * dK, C) by torch operations around the kernel (one copy; the gradient flows back
-through them), a 1-D unbatched input (C,) to (1, C); the semantics are PyTorch's.
+Inputs with more than two dimensions (N, C, d1, ..., dK) of ``cross_entropy`` and
+``softmax_focal`` go to the kernel as they are (it takes K-dimensional inputs: no transpose, no
+copy; ``sample_weight`` of shape (N,) or (N, d1, ..., dK)); a 1-D unbatched input (C,) becomes
+(1, C) (a view). ``multi_margin_loss`` takes (N, C) and (C,) as torch does. Unbatched (D,)
+inputs of the pair and triplet losses, and K-dimensional ``linear_weight``, go to PyTorch.
 
 ``size_average`` and ``reduce``, deprecated in PyTorch, are accepted and turned into
 ``reduction`` as PyTorch does. Where PyTorch's ``"mean"`` of a weighted loss divides by the
