@@ -507,8 +507,8 @@ def _scaled(grad, reduction, grad_loss, eager):
     """The saved gradient times grad_output (per sample for "none")."""
     if reduction == "none":
         if grad.dim() > grad_loss.dim():  # (N, d...) losses of (N, C, d...) / (N, D) inputs
-            grad_loss = grad_loss.reshape(grad_loss.shape[:1] + (1,) * (grad.dim() - grad_loss.dim())
-                                          + grad_loss.shape[1:])
+            ones = (1,) * (grad.dim() - grad_loss.dim())
+            grad_loss = grad_loss.reshape(grad_loss.shape[:1] + ones + grad_loss.shape[1:])
         return grad * grad_loss
     if eager and type(grad_loss) is torch.Tensor and grad_loss.item() == 1.0:
         # d(loss)/d(loss): the saved gradient is the answer, without a pass over it
