@@ -410,6 +410,10 @@ class _Spec:
             and _schema_type(kernel_params[name].default) in ("float", "float?"))
         self.grad_option_indices = tuple(self.option_names.index(name)
                                          for name in row.grad_options)
+        # the tensor options that are not differentiated (weights): checked like a target
+        self.weight_indices = tuple(
+            index for index, name in enumerate(self.option_names)
+            if name in self.tensor_options and index not in self.grad_option_indices)
         self.to_torch_names = {fl: user for user, fl in self.options}
         self.extra_defaults = {name: kernel_params[name].default for name in row.extra}
 
@@ -651,14 +655,17 @@ def _kernel_takes(spec: _Spec, positional, options) -> bool:
     if dtype not in _KERNEL_DTYPES:
         return False
     grad_mode = torch.is_grad_enabled()
-    differentiated = spec.differentiated(positional, options)
-    for tensor in differentiated:
-        if tensor is not None and (not tensor.is_cpu or tensor.layout != torch.strided
-                                   or tensor.dtype != dtype):
+    for tensor in positional[:row.inputs]:
+        if not tensor.is_cpu or tensor.layout != torch.strided or tensor.dtype != dtype:
             return False
-    for index, value in enumerate(options):
-        if (isinstance(value, torch.Tensor) and index not in spec.grad_option_indices
-                and not _other_takes(value, dtype, grad_mode)):
+    for index in spec.grad_option_indices:
+        tensor = options[index]
+        if tensor is not None and (not isinstance(tensor, torch.Tensor) or not tensor.is_cpu
+                                   or tensor.layout != torch.strided or tensor.dtype != dtype):
+            return False
+    for index in spec.weight_indices:
+        value = options[index]
+        if isinstance(value, torch.Tensor) and not _other_takes(value, dtype, grad_mode):
             return False
     if row.input_ndim is not None and any(
             t.dim() != row.input_ndim for t in positional[:row.inputs]):
@@ -720,6 +727,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     grad_option_indices = spec.grad_option_indices
     extras = {name: spec.extra_defaults[name] for name in row.extra}
     apply = _fast_apply(eager_function)
+    single_input = row.inputs == 1 and not grad_option_indices
 
     def by_torch(values):
         values = {k: v for k, v in values.items() if k not in _LEGACY or v is not None}
@@ -789,9 +797,12 @@ def _make_function(spec: _Spec, custom_op, eager_function):
         unbatched = row.unbatched and input.dim() == 1
         if unbatched:  # one sample (C,): (1, C)
             tensors = [t.unsqueeze(0) for t in tensors]
-        compute_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad
-            for t in spec.differentiated(tensors, options))
+        if single_input:
+            compute_grad = input.requires_grad and torch.is_grad_enabled()
+        else:
+            compute_grad = torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad
+                for t in spec.differentiated(tensors, options))
         if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
             loss = custom_op(*tensors, *options, compute_grad)[0]
         elif compute_grad:
