@@ -503,8 +503,9 @@ def _kernel_forward(spec: _Spec, positional, options, compute_grad):
         loss = torch.from_numpy(loss)
     if not compute_grad:
         return loss, None
-    grads = grad if isinstance(grad, tuple) else (grad,)
-    return loss, tuple(None if g is None else torch.from_numpy(g) for g in grads)
+    if grad.__class__ is not tuple:  # one differentiated input
+        return loss, (torch.from_numpy(grad),)
+    return loss, tuple(None if g is None else torch.from_numpy(g) for g in grad)
 
 
 def _scaled(grad, reduction, grad_loss, eager):
@@ -552,6 +553,8 @@ def _kernel_backward(spec: _Spec, grads, positional, options, reduction, grad_lo
             results = iter(torch.autograd.grad(spec.torch_loss(positional, options), present,
                                                grad_loss, allow_unused=True))
         return tuple(None if t is None else next(results) for t in leaves)
+    if len(grads) == 1:
+        return (_scaled(grads[0], reduction, grad_loss, eager),)
     return tuple(None if g is None else _scaled(g, reduction, grad_loss, eager) for g in grads)
 
 
