@@ -41,9 +41,18 @@ Arrays and options
 ------------------
 - The differentiated input must be float32 or float64 (``TypeError`` otherwise, raised while
   tracing); with JAX's default 32-bit mode that is float32.
-- Gradients flow to the differentiated input (the first argument) only: the target and the
-  array-valued options (weights) get a zero cotangent. Differentiate with respect to them with
-  a JAX formula of the loss.
+- Gradients flow to the differentiated inputs only: the first argument, or each of the
+  leading ones where fastloss returns a gradient tuple (``triplet_margin``: anchor, positive,
+  negative; ``contrastive``, ``cosine_embedding``, ``margin_ranking``: input1, input2;
+  ``gaussian_kl``: mean, log_var; ``linear_cross_entropy``: hidden, weight and the ``bias``
+  option), all from one kernel pass. The target and the other array-valued options (weights)
+  get a zero cotangent. Differentiate with respect to them with a JAX formula of the loss.
+- ``reduction="none"`` of ``dice``, ``jaccard``, ``tversky`` and ``linear_cross_entropy`` is
+  not differentiable (``NotImplementedError`` while tracing the gradient): their per-sample
+  losses share inputs, so a per-sample cotangent cannot rescale the kernel's gradient of their
+  sum. Differentiate ``reduction="sum"`` (or a JAX formula) instead; the values are fine.
+- Class-axis inputs may be K-dimensional, (N, C, d1, ..., dK), wherever the fastloss function
+  takes them (``softmax_cross_entropy``, ``softmax_focal``).
 - Scalar options (``reduction``, ``delta``, ``label_smoothing``, ...) are Python values, static
   under ``jax.jit`` (a traced scalar raises ``TypeError``); array-valued options (``weight``,
   ``pos_weight``, ``alpha`` of ``softmax_focal``) may be traced arrays.
@@ -82,13 +91,35 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 class LossRow:
     """One loss: the fastloss function's name, its options that may be arrays (an option
     whose default is None may be one too, unless named in optional_scalars), and whether it
-    has a class axis ((N, C) input, per-sample losses (N,) under "none")."""
+    has a class axis ((N, C, d1, ..., dK) input, per-sample losses (N, d1, ..., dK) under
+    "none").
+
+    inputs: how many leading arguments are differentiated (several: the kernel's gradient is
+        a tuple in argument order); has_target: a target follows them; grad_options: array
+        options that are differentiated too (linear_cross_entropy's bias); per: the shape of
+        "none" ("element", "class", "row" (N,), "overlap" (N, C') or (C',)); same_shape_target:
+        the target must have the input's shape; none_vjp: False where the per-sample losses of
+        "none" share inputs (the overlap losses, linear_cross_entropy's weight), so that a
+        per-sample cotangent cannot rescale the kernel's gradient: differentiating "none" then
+        raises (differentiate the "sum"); static_check: fastloss's option checks run while
+        tracing, on an empty batch.
+    """
 
     fastloss: str
     array_options: Tuple[str, ...] = ()
     class_axis: bool = False
     optional_scalars: Tuple[str, ...] = ("logit_softcap",)
+    inputs: int = 1
+    has_target: bool = True
+    grad_options: Tuple[str, ...] = ()
+    per: str = ""
+    same_shape_target: bool = True
+    none_vjp: bool = True
+    static_check: bool = True
 
+
+_PAIRS = dict(per="row", same_shape_target=False)
+_OVERLAP = dict(per="overlap", same_shape_target=False, none_vjp=False)
 
 LOSSES: Tuple[LossRow, ...] = (
     LossRow("softmax_cross_entropy", ("weight", "sample_weight"), class_axis=True),
@@ -108,22 +139,47 @@ LOSSES: Tuple[LossRow, ...] = (
     LossRow("soft_margin", ("weight",)),
     LossRow("binary_cross_entropy", ("weight",)),
     LossRow("kl_div", ("weight",)),
+    # issue 16, the rest: class-axis, pair, overlap and large-vocabulary losses
+    LossRow("multi_margin", ("weight",), class_axis=True),
+    LossRow("kl_divergence_with_logits", class_axis=True),
+    LossRow("triplet_margin", inputs=3, has_target=False, **_PAIRS),
+    LossRow("contrastive", inputs=2, **_PAIRS),
+    LossRow("cosine_embedding", inputs=2, **_PAIRS),
+    LossRow("margin_ranking", inputs=2, **_PAIRS),
+    LossRow("gaussian_kl", inputs=2, has_target=False, **_PAIRS),
+    LossRow("dice", ("weight",), **_OVERLAP),
+    LossRow("jaccard", ("weight",), **_OVERLAP),
+    LossRow("tversky", **_OVERLAP),
+    LossRow("linear_cross_entropy", ("bias", "class_weight"), inputs=2, grad_options=("bias",),
+            per="row", same_shape_target=False, none_vjp=False, static_check=False),
 )
 
 
-def _loss_shape(row: LossRow, shape, reduction):
+def _loss_shape(row: LossRow, shape, reduction, statics):
     if reduction != "none":
         return ()
-    return shape[:1] + shape[2:] if row.class_axis else shape
+    per = row.per or ("class" if row.class_axis else "element")
+    if per == "class":
+        return shape[:1] + shape[2:]
+    if per == "row":
+        return shape[:1]
+    if per == "overlap":
+        n_classes = shape[1]
+        kept = n_classes - (0 if statics.get("include_background", True) or n_classes == 1
+                            else 1)
+        return (kept,) if statics.get("batch", False) else (shape[0], kept)
+    return shape
 
 
 def _make_function(row: LossRow):
     kernel = getattr(fastloss, row.fastloss)
     kernel_signature = inspect.signature(kernel)
     parameters = [p for p in kernel_signature.parameters.values() if p.name not in _MACHINERY]
-    signature = kernel_signature.replace(parameters=parameters)
-    input_name = parameters[0].name
-    options = parameters[2:]
+    signature = kernel_signature.replace(parameters=parameters, return_annotation=jax.Array)
+    n_inputs, n_positional = row.inputs, row.inputs + row.has_target
+    positional_names = tuple(p.name for p in parameters[:n_positional])
+    input_name = positional_names[0]
+    options = parameters[n_positional:]
     array_names = tuple(p.name for p in options if p.name in row.array_options or (
         p.default is None and p.name not in row.optional_scalars))
 
@@ -133,50 +189,92 @@ def _make_function(row: LossRow):
         given, in this order)."""
         statics = dict(static_options)
         reduction = statics.get("reduction", "mean")
+        # the differentiated array options given (linear_cross_entropy's bias), by position
+        grad_arrays = tuple(i for i, name in enumerate(given_arrays) if name in row.grad_options)
+        n_grads = n_inputs + len(row.grad_options)
 
-        def run(x, target, arrays, compute_grad, grad_out=None):
-            return kernel(np.asarray(x), np.asarray(target), **statics,
+        def run(tensors, arrays, compute_grad, grad_out=None):
+            return kernel(*map(np.asarray, tensors), **statics,
                           **dict(zip(given_arrays, map(np.asarray, arrays))),
                           compute_grad=compute_grad, out=grad_out)
 
-        def in_place(context, out, x, target, *arrays):
-            """buffer_callback: the kernel reads XLA's buffers and writes the gradient into
-            XLA's output buffer (out=); the loss is stored into the other one."""
-            loss_buffer, grad_buffer = out if isinstance(out, (tuple, list)) else (out, None)
-            grad_out = np.asarray(grad_buffer) if grad_buffer is not None else None
-            loss, _ = run(x, target, arrays, grad_out is not None, grad_out)
-            np.asarray(loss_buffer)[...] = loss
+        def split(args):
+            return args[:n_positional], args[n_positional:]
+
+        def grad_out_of(buffers):
+            """The kernel's out= from XLA's gradient buffers (a tuple where the kernel
+            returns several gradients; None for an option not given)."""
+            arrays = [np.asarray(b) for b in buffers]
+            if n_grads == 1:
+                return arrays[0]
+            out = arrays[:n_inputs]
+            extra = iter(arrays[n_inputs:])
+            for name in row.grad_options:
+                out.append(next(extra) if name in given_arrays else None)
+            return tuple(out)
+
+        def in_place(context, out, *args):
+            """buffer_callback: the kernel reads XLA's buffers and writes the gradients into
+            XLA's output buffers (out=); the loss is stored into the first one."""
+            buffers = list(out) if isinstance(out, (tuple, list)) else [out]
+            tensors, arrays = split(args)
+            grad_out = grad_out_of(buffers[1:]) if len(buffers) > 1 else None
+            loss, _ = run(tensors, arrays, grad_out is not None, grad_out)
+            np.asarray(buffers[0])[...] = loss
 
         def copied(compute_grad):
-            def host(x, target, *arrays):
+            def host(*args):
                 """pure_callback: arrays in, arrays out (JAX copies them both ways)."""
-                loss, grad = run(x, target, arrays, compute_grad)
-                loss = np.asarray(loss, dtype=x.dtype)
-                return (loss, grad) if compute_grad else loss
+                tensors, arrays = split(args)
+                loss, grad = run(tensors, arrays, compute_grad)
+                loss = np.asarray(loss, dtype=tensors[0].dtype)
+                if not compute_grad:
+                    return loss
+                grads = grad if isinstance(grad, tuple) else (grad,)
+                return (loss, *(g for g in grads if g is not None))
             return host
 
-        def call_kernel(compute_grad, x, target, *arrays):
-            loss_type = jax.ShapeDtypeStruct(_loss_shape(row, x.shape, reduction), x.dtype)
-            result_type = (loss_type, jax.ShapeDtypeStruct(x.shape, x.dtype)) \
-                if compute_grad else loss_type
+        def call_kernel(compute_grad, *args):
+            tensors, arrays = split(args)
+            x = tensors[0]
+            loss_type = jax.ShapeDtypeStruct(_loss_shape(row, x.shape, reduction, statics),
+                                             x.dtype)
+            if compute_grad:
+                grad_types = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in tensors[:n_inputs]]
+                grad_types += [jax.ShapeDtypeStruct(arrays[i].shape, x.dtype)
+                               for i in grad_arrays]
+                result_type = (loss_type, *grad_types)
+            else:
+                result_type = loss_type
             if _buffer_callback is not None:
-                return _buffer_callback(in_place, result_type, vmap_method="sequential")(
-                    x, target, *arrays)
-            return jax.pure_callback(copied(compute_grad), result_type, x, target, *arrays,
+                return _buffer_callback(in_place, result_type, vmap_method="sequential")(*args)
+            return jax.pure_callback(copied(compute_grad), result_type, *args,
                                      vmap_method="sequential")
 
         @jax.custom_vjp
-        def loss_only(x, target, *arrays):
-            return call_kernel(False, x, target, *arrays)
+        def loss_only(*args):
+            return call_kernel(False, *args)
 
-        def forward(x, target, *arrays):
-            loss, grad = call_kernel(True, x, target, *arrays)
-            return loss, grad
+        def forward(*args):
+            loss, *grads = call_kernel(True, *args)
+            return loss, tuple(grads)
 
-        def backward(grad, cotangent):
-            if reduction == "none" and row.class_axis:
-                cotangent = cotangent.reshape(cotangent.shape[:1] + (1,) + cotangent.shape[1:])
-            return (grad * cotangent, None) + (None,) * len(given_arrays)
+        def backward(grads, cotangent):
+            if reduction == "none" and not row.none_vjp:
+                raise NotImplementedError(
+                    f"fastloss.jax.{row.fastloss}: reduction='none' is not differentiable "
+                    "here (the per-sample losses share inputs, so a per-sample cotangent "
+                    "cannot rescale the kernel's gradient); differentiate reduction='sum'")
+            scaled = []
+            for grad in grads:
+                c = cotangent
+                if reduction == "none" and grad.ndim > c.ndim:
+                    c = c.reshape(c.shape[:1] + (1,) * (grad.ndim - c.ndim) + c.shape[1:])
+                scaled.append(grad * c)
+            array_cotangents = [None] * len(given_arrays)
+            for index, grad in zip(grad_arrays, scaled[n_inputs:]):
+                array_cotangents[index] = grad
+            return (*scaled[:n_inputs], *(None,) * row.has_target, *array_cotangents)
 
         loss_only.defvjp(forward, backward)
         return loss_only
@@ -185,19 +283,24 @@ def _make_function(row: LossRow):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         values = bound.arguments
-        x = jnp.asarray(values.pop(input_name))
-        target = jnp.asarray(values.pop(parameters[1].name))
-        if x.dtype not in _KERNEL_DTYPES:
-            raise TypeError(f"{input_name} must have dtype float32 or float64, got dtype "
-                            f"{x.dtype}")
-        if not row.class_axis and target.shape != x.shape:
+        tensors = [jnp.asarray(values.pop(name)) for name in positional_names]
+        x = tensors[0]
+        for name, tensor in zip(positional_names[:n_inputs], tensors[:n_inputs]):
+            if tensor.dtype not in _KERNEL_DTYPES:
+                raise TypeError(f"{name} must have dtype float32 or float64, got dtype "
+                                f"{tensor.dtype}")
+        if row.has_target and row.same_shape_target and not row.class_axis \
+                and tensors[-1].shape != x.shape:
             raise ValueError(f"target must have {input_name}'s shape {x.shape}, got shape "
-                             f"{target.shape}")
+                             f"{tensors[-1].shape}")
         static_options, given, arrays = [], [], []
         for name, value in values.items():
             if name in array_names and value is not None and not _is_python_scalar(value):
                 given.append(name)
-                arrays.append(jnp.asarray(value))
+                array = jnp.asarray(value)
+                if name in row.grad_options:  # differentiated: the input's dtype
+                    array = array.astype(x.dtype)
+                arrays.append(array)
             else:
                 if isinstance(value, (jax.Array, np.ndarray)):
                     raise TypeError(f"{name} must be a Python value (static under jax.jit), "
@@ -208,27 +311,28 @@ def _make_function(row: LossRow):
         except TypeError:  # an unhashable option value
             raise TypeError(f"{row.fastloss}: scalar options must be Python numbers or "
                             f"strings, got {dict(static_options)!r}") from None
-        _check_static_options(kernel, x, target, dict(static_options))
-        return function(x, target, *arrays)
+        if row.static_check:
+            _check_static_options(kernel, tensors, dict(static_options))
+        return function(*tensors, *arrays)
 
     loss_function.__name__ = loss_function.__qualname__ = row.fastloss
     loss_function.__signature__ = signature
     loss_function.__module__ = __name__
+    inputs = ", ".join(positional_names[:n_inputs])
     loss_function.__doc__ = (
         f"fastloss.{row.fastloss} over jax arrays: the loss (a jax array in the input's dtype), "
-        f"differentiable with respect to {input_name} by jax.grad and usable under jax.jit "
+        f"differentiable with respect to {inputs} by jax.grad and usable under jax.jit "
         f"and jax.vmap. Arguments and maths: fastloss.{row.fastloss}.__doc__; how the call "
         f"runs: fastloss.jax.__doc__.")
     return loss_function
 
 
-def _check_static_options(kernel, x, target, statics):
+def _check_static_options(kernel, tensors, statics):
     """fastloss's own checks of the scalar options (reduction, delta, gamma, ...), while
-    tracing: the kernel called on an empty batch of the same trailing shape, which raises
+    tracing: the kernel called on an empty batch of the same trailing shapes, which raises
     fastloss's error for a bad option and costs a few microseconds otherwise."""
-    empty_input = np.empty((0,) + tuple(x.shape[1:]), dtype=x.dtype)
-    empty_target = np.empty((0,) + tuple(target.shape[1:]), dtype=target.dtype)
-    kernel(empty_input, empty_target, **statics, compute_grad=False)
+    empty = [np.empty((0,) + tuple(t.shape[1:]), dtype=t.dtype) for t in tensors]
+    kernel(*empty, **statics, compute_grad=False)
 
 
 def _is_python_scalar(value) -> bool:

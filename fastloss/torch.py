@@ -6,10 +6,12 @@
     loss = flt.cross_entropy(logits, labels)             # torch.nn.functional's name and arguments
     criterion = flt.CrossEntropyLoss(label_smoothing=0.1) # torch.nn's name and constructor
     loss = flt.sigmoid_focal(logits, targets, gamma=2.0)  # fastloss's name where torch has none
+    loss = flt.triplet_margin_loss(anchor, positive, negative)  # a gradient for each input
 
 Every name is derived from one table, ``LOSSES``: one row per loss (the fastloss function, the
 ``torch.nn.functional`` and ``torch.nn`` names when torch has the loss, the arguments that are
-tensors, whether the loss has a class axis). A row whose fastloss function does not exist in
+tensors, how many inputs are differentiated, the shape of its per-sample losses). A row whose
+fastloss function does not exist in
 the installed fastloss is not exported; adding a loss to fastloss is adding its row here.
 
 How a call runs
@@ -42,7 +44,7 @@ with PyTorch's results, errors and warnings:
 - an element-wise loss's target of another shape than the input (PyTorch broadcasts it) or
   of an integer dtype;
 - a target or weight that requires grad while grad mode is on (the kernels differentiate with
-  respect to the input only);
+  respect to the inputs only; ``linear_bias`` is differentiated);
 - an argument the fastloss function does not (yet) take, given a value other than its default;
 - a ``weight`` of another shape than the input for ``mse_loss``, ``l1_loss`` and
   ``huber_loss`` (PyTorch 2.13 raises its ``ValueError``; fastloss would broadcast it; a row's
@@ -55,13 +57,58 @@ fastloss's own element-wise losses (``sigmoid_focal``, ``pinball``, ``log_cosh``
 elements). ``pinball``'s ``quantile`` is a float or a tensor of levels along the last axis; a
 float becomes a 0-d tensor of the input's dtype (in float32 the level is rounded to float32).
 
+The names
+---------
+torch's: ``cross_entropy``, ``binary_cross_entropy_with_logits``, ``huber_loss``,
+``smooth_l1_loss``, ``mse_loss``, ``l1_loss``, ``poisson_nll_loss``, ``soft_margin_loss``,
+``binary_cross_entropy``, ``kl_div``, ``multi_margin_loss``, ``triplet_margin_loss``,
+``cosine_embedding_loss``, ``margin_ranking_loss``, ``linear_cross_entropy`` (torch 2.13's
+``(input, linear_weight, target, *, linear_bias=None, weight=None, ...)``, ``weight`` the class
+weight), each with the ``torch.nn`` module of the same name (``LinearCrossEntropyLoss`` owns
+its linear layer, as torch's). fastloss's own: ``sigmoid_focal``, ``softmax_focal``,
+``pinball``, ``log_cosh``, ``tweedie``, ``hinge``, ``squared_hinge``,
+``kl_divergence_with_logits``, ``gaussian_kl``, ``contrastive``, ``dice``, ``jaccard``,
+``tversky``; modules ``SigmoidFocalLoss``, ``SoftmaxFocalLoss``, ``PinballLoss``,
+``LogCoshLoss``, ``TweedieLoss``, ``HingeLoss``, ``SquaredHingeLoss``,
+``KLDivergenceWithLogitsLoss``, ``GaussianKLLoss``, ``ContrastiveLoss``, ``DiceLoss``,
+``JaccardLoss``, ``TverskyLoss``, whose constructors take the function's keyword options.
+
+``cross_entropy`` (and ``linear_cross_entropy``) also take fastloss's class-axis options as
+keyword-only arguments after torch's own: ``sample_weight`` (``cross_entropy`` only),
+``z_loss`` and ``logit_softcap`` (fastloss.softmax_cross_entropy's semantics). Without them the
+signature and the semantics are torch's.
+
+The penalties ``l1_penalty`` / ``l2_penalty`` are not here: they are not losses of a prediction.
+In PyTorch a penalty on parameters is the optimizer's ``weight_decay`` (no autograd at all), or
+``strength * w.square().sum()`` whose two light passes autograd already fuses into the
+parameter's ``.grad``; fastloss's gain there, ``accumulate=True`` adding the penalty's gradient
+into an existing gradient buffer in the same pass, is what autograd does not let a function
+do (it owns ``.grad`` and its accumulation).
+
+Several differentiated inputs
+-----------------------------
+``triplet_margin_loss`` (3), ``cosine_embedding_loss``, ``margin_ranking_loss``,
+``contrastive``, ``gaussian_kl`` (2) and ``linear_cross_entropy`` (``input``, ``linear_weight``
+and ``linear_bias``) get every gradient from the one kernel pass (fastloss returns them as a
+tuple in argument order); the custom op returns the loss and one gradient per differentiated
+input, and each input that requires grad gets its own. The kernel computes them all when any
+is wanted.
+
+``reduction="none"`` of ``dice``, ``jaccard``, ``tversky`` and ``linear_cross_entropy`` is
+computed by PyTorch (the torch formula): their per-sample losses share inputs (the softmax over
+the classes, ``batch=True``, the linear weight), so the kernel's gradient of their sum cannot
+be rescaled by a grad_output that differs between samples. ``"mean"`` and ``"sum"`` run the
+kernel.
+
 Double backward (``create_graph=True`` through a fastloss loss) recomputes that loss with
 PyTorch's implementation inside the backward pass, so second derivatives are PyTorch's; the
 first derivative is still fastloss's. ``torch.compile`` does not trace double backward.
 
-Inputs with more than two dimensions (N, C, d1, ..., dK) for the class-axis losses are moved to
-(N * d1 * ... * dK, C) by torch operations around the kernel (one copy; the gradient flows back
-through them), a 1-D unbatched input (C,) to (1, C); the semantics are PyTorch's.
+Inputs with more than two dimensions (N, C, d1, ..., dK) of ``cross_entropy`` and
+``softmax_focal`` go to the kernel as they are (it takes K-dimensional inputs: no transpose, no
+copy; ``sample_weight`` of shape (N,) or (N, d1, ..., dK)); a 1-D unbatched input (C,) becomes
+(1, C) (a view). ``multi_margin_loss`` takes (N, C) and (C,) as torch does. Unbatched (D,)
+inputs of the pair and triplet losses, and K-dimensional ``linear_weight``, go to PyTorch.
 
 ``size_average`` and ``reduce``, deprecated in PyTorch, are accepted and turned into
 ``reduction`` as PyTorch does. Where PyTorch's ``"mean"`` of a weighted loss divides by the
@@ -82,6 +129,7 @@ import torch
 import torch.nn.functional as F
 
 import fastloss
+from fastloss import _torch_formulas as _formulas
 
 __all__ = ["LOSSES", "LossRow"]
 
@@ -111,26 +159,6 @@ def _torch_sigmoid_focal(logits, target, alpha=0.25, gamma=2.0, reduction="mean"
     if weight is not None:
         loss = loss * weight
     return _torch_reduce(loss, reduction, loss.numel())
-
-
-def _torch_softmax_focal(logits, target, alpha=None, gamma=2.0, ignore_index=-100,
-                         reduction="mean", sample_weight=None):
-    """-s_i alpha_y (1 - p_y)^gamma log p_y per row; "mean" divides by the sum of s_i over the
-    rows not ignored (their count without sample weights)."""
-    kept = target != ignore_index
-    label = torch.where(kept, target, torch.zeros_like(target))
-    log_p = F.log_softmax(logits, dim=1).gather(1, label[:, None])[:, 0]
-    loss = -((1 - log_p.exp()) ** gamma) * log_p
-    if alpha is not None:
-        alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
-        loss = loss * (alpha[label] if alpha.ndim else alpha)
-    if sample_weight is not None:
-        loss = loss * sample_weight
-        count = torch.where(kept, sample_weight, torch.zeros_like(sample_weight)).sum()
-    else:
-        count = kept.sum()
-    loss = torch.where(kept, loss, torch.zeros_like(loss))
-    return _torch_reduce(loss, reduction, count)
 
 
 def _times_weight(loss, weight):
@@ -193,7 +221,32 @@ class LossRow:
     class_axis: a (N, C) input with per-sample losses (N,) under "none" (else element-wise).
     renamed: torch argument name -> fastloss argument name, where the two differ.
     torch_formula: for fastloss's own losses, the same loss in torch operations (PyTorch's
-        implementation for what the kernels do not take).
+        implementation for what the kernels do not take); for a torch loss with `extra`
+        options, the loss with those options in torch operations.
+    inputs: how many leading positional tensors are differentiated (the kernel returns their
+        gradients as a tuple in argument order when there are several).
+    has_target: a target tensor follows the differentiated inputs.
+    grad_options: tensor options that are differentiated too (linear_cross_entropy's bias:
+        the kernel's gradient tuple holds them after the inputs').
+    per: the shape of "none": "element" (the input's), "class" ((N, d1, ..., dK) of an
+        (N, C, d1, ..., dK) input), "row" ((N,)) or "overlap" ((N, C') or (C',)).
+    target: which targets the kernel takes ("element": a floating target of the input's
+        shape; "class": integer class indices, or probabilities of the input's shape; "any":
+        the kernel's own checks).
+    input_ndim: the kernel takes differentiated inputs of this many dimensions only (for
+        torch's names the others, unbatched (D,) inputs say, go to PyTorch).
+    unbatched: a 1-D input (C,) is one sample (1, C) (torch's unbatched class-axis inputs).
+    k_dim: the kernel takes (N, C, d1, ..., dK) inputs (else PyTorch does, or raises).
+    none_by_torch: reduction="none" is computed by PyTorch: the gradient the kernel gives is
+        that of the sum of the per-sample losses, and where these share parameters (the
+        weight of linear_cross_entropy, the softmax over the classes or batch=True of the
+        overlap losses) a grad_output that differs between samples cannot rescale it.
+    none_means: the kernel's value of an option whose torch value None means a default
+        (torch's linear_cross_entropy ignore_index=None is -100).
+    extra: fastloss options added to torch's signature, keyword-only after torch's own
+        arguments (cross_entropy's sample_weight, z_loss, logit_softcap).
+    module_forward: forward(module, function, *tensors) of a module whose forward is not
+        function(*tensors, **options) (torch's LinearCrossEntropyLoss owns its linear layer).
     """
 
     fastloss: str
@@ -211,11 +264,40 @@ class LossRow:
     # mse_loss, l1_loss, huber_loss: ValueError otherwise); another shape goes to PyTorch,
     # which raises its error (fastloss would broadcast it)
     same_shape: Tuple[str, ...] = ()
+    inputs: int = 1
+    has_target: bool = True
+    grad_options: Tuple[str, ...] = ()
+    per: str = "element"
+    target: str = "element"
+    input_ndim: Optional[int] = None
+    unbatched: bool = False
+    k_dim: bool = False
+    none_by_torch: bool = False
+    none_means: Dict[str, object] = field(default_factory=dict)
+    extra: Tuple[str, ...] = ()
+    module_forward: Optional[Callable] = None
 
+
+def _linear_ce_module_forward(module, function, input, target):
+    """torch.nn.LinearCrossEntropyLoss.forward with fastloss.torch.linear_cross_entropy."""
+    weight = module.linear.weight.reshape(
+        (module.num_classes, *module.out_features, module.linear.in_features))
+    bias = module.linear.bias
+    if bias is not None:
+        bias = bias.reshape((module.num_classes, *module.out_features))
+    return function(input, weight, target, linear_bias=bias, weight=module.weight,
+                    reduction=module.reduction, ignore_index=module.ignore_index,
+                    label_smoothing=module.label_smoothing, options=module.options)
+
+
+_CLASS = dict(class_axis=True, per="class", target="class")
+_ROWS = dict(per="row", target="any", input_ndim=2)
+_OVERLAP = dict(per="overlap", target="any", none_by_torch=True)
 
 LOSSES: Tuple[LossRow, ...] = (
     LossRow("softmax_cross_entropy", "cross_entropy", "CrossEntropyLoss", ("weight",),
-            class_axis=True),
+            unbatched=True, k_dim=True, extra=("sample_weight", "z_loss", "logit_softcap"),
+            torch_formula=_formulas.cross_entropy, **_CLASS),
     LossRow("binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits",
             "BCEWithLogitsLoss", ("weight", "pos_weight")),
     LossRow("huber", "huber_loss", "HuberLoss", ("weight",), same_shape=("weight",)),
@@ -231,8 +313,7 @@ LOSSES: Tuple[LossRow, ...] = (
     LossRow("sigmoid_focal", None, "SigmoidFocalLoss", ("weight",),
             torch_formula=_torch_sigmoid_focal),
     LossRow("softmax_focal", None, "SoftmaxFocalLoss", ("alpha", "sample_weight"),
-            class_axis=True,
-            torch_formula=_torch_softmax_focal),
+            unbatched=True, k_dim=True, torch_formula=_formulas.softmax_focal, **_CLASS),
     # fastloss's own element-wise losses (the loss table's rows without a torch function);
     # pinball's quantile is a tensor option: a float, or one level per element of the last
     # axis (a Python float becomes a 0-d tensor of the input's dtype)
@@ -243,6 +324,32 @@ LOSSES: Tuple[LossRow, ...] = (
     LossRow("hinge", None, "HingeLoss", ("weight",), torch_formula=_torch_hinge),
     LossRow("squared_hinge", None, "SquaredHingeLoss", ("weight",),
             torch_formula=_torch_squared_hinge),
+    # issue 16, the rest: class-axis, pair, overlap and large-vocabulary losses
+    LossRow("multi_margin", "multi_margin_loss", "MultiMarginLoss", ("weight",),
+            unbatched=True, **_CLASS),
+    LossRow("kl_divergence_with_logits", None, "KLDivergenceWithLogitsLoss",
+            torch_formula=_formulas.kl_divergence_with_logits,
+            **dict(_CLASS, target="element")),
+    LossRow("triplet_margin", "triplet_margin_loss", "TripletMarginLoss", inputs=3,
+            has_target=False, **_ROWS),
+    LossRow("cosine_embedding", "cosine_embedding_loss", "CosineEmbeddingLoss", inputs=2,
+            **_ROWS),
+    LossRow("margin_ranking", "margin_ranking_loss", "MarginRankingLoss", inputs=2,
+            **dict(_ROWS, input_ndim=1)),
+    LossRow("contrastive", None, "ContrastiveLoss", inputs=2,
+            torch_formula=_formulas.contrastive, **_ROWS),
+    LossRow("gaussian_kl", None, "GaussianKLLoss", inputs=2, has_target=False,
+            torch_formula=_formulas.gaussian_kl, **_ROWS),
+    LossRow("dice", None, "DiceLoss", ("weight",), torch_formula=_formulas.dice, **_OVERLAP),
+    LossRow("jaccard", None, "JaccardLoss", ("weight",), torch_formula=_formulas.jaccard,
+            **_OVERLAP),
+    LossRow("tversky", None, "TverskyLoss", torch_formula=_formulas.tversky, **_OVERLAP),
+    LossRow("linear_cross_entropy", "linear_cross_entropy", "LinearCrossEntropyLoss",
+            ("bias", "class_weight"), inputs=2, grad_options=("bias",), per="row",
+            target="any", input_ndim=2, none_by_torch=True,
+            renamed={"linear_bias": "bias", "weight": "class_weight"},
+            none_means={"ignore_index": -100}, module_forward=_linear_ce_module_forward,
+            extra=("z_loss", "logit_softcap"), torch_formula=_formulas.linear_cross_entropy),
 )
 
 
@@ -257,29 +364,37 @@ class _Spec:
         self.row = row
         self.kernel = getattr(fastloss, row.fastloss)
         kernel_params = inspect.signature(self.kernel).parameters
+        self.n_positional = row.inputs + row.has_target
+        self.kernel_positional = tuple(kernel_params)[:self.n_positional]
         if row.functional is not None:
             self.torch_function = getattr(F, row.functional)
             self.signature = inspect.signature(self.torch_function)
-            user_params = list(self.signature.parameters.values())
+            if row.extra:  # fastloss's options, keyword-only after torch's arguments
+                self.signature = self.signature.replace(parameters=[
+                    *self.signature.parameters.values(),
+                    *(kernel_params[name].replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                      for name in row.extra)])
         else:
             self.torch_function = None
             self.signature = inspect.signature(self.kernel).replace(parameters=[
-                p for p in kernel_params.values() if p.name not in _MACHINERY])
-            user_params = list(self.signature.parameters.values())
+                p for p in kernel_params.values() if p.name not in _MACHINERY],
+                return_annotation=torch.Tensor)
+        user_params = list(self.signature.parameters.values())
         self.name = row.functional or row.fastloss
         self.user_names = tuple(p.name for p in user_params)
         self.positional = tuple(p.name for p in user_params
                                 if p.kind == p.POSITIONAL_OR_KEYWORD)
-        self.defaults = {p.name: p.default for p in user_params[2:]}
+        n = self.n_positional
+        self.defaults = {p.name: p.default for p in user_params[n:]}
         # options passed to the kernel: (user name, fastloss name); the other user options
         # must be at their default for the kernel to run (else PyTorch computes the loss)
         self.options = []
         self.torch_only = []
-        for p in user_params[2:]:
+        for p in user_params[n:]:
             if p.name in _LEGACY:
                 continue
             fl_name = row.renamed.get(p.name, p.name)
-            if fl_name in kernel_params:
+            if fl_name in kernel_params and fl_name not in self.kernel_positional:
                 self.options.append((p.name, fl_name))
             else:
                 self.torch_only.append(p.name)
@@ -293,24 +408,63 @@ class _Spec:
             name for name in self.option_names
             if name not in self.tensor_options
             and _schema_type(kernel_params[name].default) in ("float", "float?"))
+        self.grad_option_indices = tuple(self.option_names.index(name)
+                                         for name in row.grad_options)
+        # the tensor options that are not differentiated (weights): checked like a target
+        self.weight_indices = tuple(
+            index for index, name in enumerate(self.option_names)
+            if name in self.tensor_options and index not in self.grad_option_indices)
         self.to_torch_names = {fl: user for user, fl in self.options}
+        self.extra_defaults = {name: kernel_params[name].default for name in row.extra}
 
     def schema(self) -> str:
         params = inspect.signature(self.kernel).parameters
-        fields = ["Tensor input", "Tensor target"]
+        fields = [f"Tensor {name}" for name in self.kernel_positional]
         for name in self.option_names:
             kind = ("Tensor?" if name in self.tensor_options
                     else _schema_type(params[name].default))
             fields.append(f"{kind} {name}")
         fields.append("bool compute_grad")
-        return "(" + ", ".join(fields) + ") -> (Tensor, Tensor)"
+        outputs = ", ".join(["Tensor"] * (1 + self.row.inputs + len(self.row.grad_options)))
+        return "(" + ", ".join(fields) + ") -> (" + outputs + ")"
 
-    def torch_loss(self, input, target, options):
+    def loss_shape(self, positional, options):
+        """The shape of the loss for these inputs and options (the fake kernel's)."""
+        if options[self.reduction_index] != "none":
+            return ()
+        shape = tuple(positional[0].shape)
+        per = self.row.per
+        if per == "class":
+            return shape[:1] + shape[2:]
+        if per == "row":
+            return shape[:1]
+        if per == "overlap":
+            named = dict(zip(self.option_names, options))
+            n_classes = shape[1]
+            kept = n_classes - (0 if named["include_background"] or n_classes == 1 else 1)
+            return (kept,) if named["batch"] else (shape[0], kept)
+        return shape
+
+    def differentiated(self, positional, options):
+        """The differentiated tensors, in the kernel's gradient order (None: an absent
+        option)."""
+        return (*positional[:self.row.inputs],
+                *(options[index] for index in self.grad_option_indices))
+
+    def torch_loss(self, positional, options):
         """The loss by PyTorch's implementation, from the kernel's options (fastloss names)."""
-        if self.torch_function is not None:
-            named = {self.to_torch_names[k]: v for k, v in zip(self.option_names, options)}
-            return self.torch_function(input, target, **named)
-        return self.row.torch_formula(input, target, **dict(zip(self.option_names, options)))
+        named = dict(zip(self.option_names, options))
+        if self.torch_function is not None and not any(
+                not _is_default(named[name], default)
+                for name, default in self.extra_defaults.items()):
+            named = {self.to_torch_names[k]: v for k, v in named.items()
+                     if k not in self.extra_defaults}
+            return self.torch_function(*positional, **named)
+        return self.row.torch_formula(*positional, **named)
+
+
+def _is_default(value, default) -> bool:
+    return value is default or (not isinstance(value, torch.Tensor) and value == default)
 
 
 def _schema_type(default) -> str:
@@ -332,36 +486,35 @@ def _array(tensor):
     return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
 
 
-def _kernel_forward(spec: _Spec, input, target, options, compute_grad):
-    """One fastloss pass: (loss tensor, gradient tensor or None). Memory is shared between
-    tensors and arrays both ways."""
+def _kernel_forward(spec: _Spec, positional, options, compute_grad):
+    """One fastloss pass: (loss tensor, tuple of gradient tensors (None for an absent
+    differentiated option) or None). Memory is shared between tensors and arrays both ways."""
     kwargs = dict(zip(spec.option_names, options))
     for name in spec.tensor_options:
         if kwargs[name] is not None:
             kwargs[name] = _array(kwargs[name])
     # the gradient array is NumPy's (allocated by the kernel call): NumPy asks for huge pages
     # for large arrays, and a 64 MB gradient from torch.empty measured 1.5-1.7x slower here
-    loss, grad = spec.kernel(_array(input), _array(target), **kwargs,
+    loss, grad = spec.kernel(*map(_array, positional), **kwargs,
                              compute_grad=compute_grad, n_threads=torch.get_num_threads())
     if loss.__class__ is float:
-        loss = torch.scalar_tensor(loss, dtype=input.dtype)
+        loss = torch.scalar_tensor(loss, dtype=positional[0].dtype)
     else:
         loss = torch.from_numpy(loss)
-    return loss, (torch.from_numpy(grad) if compute_grad else None)
+    if not compute_grad:
+        return loss, None
+    if grad.__class__ is not tuple:  # one differentiated input
+        return loss, (torch.from_numpy(grad),)
+    return loss, tuple(None if g is None else torch.from_numpy(g) for g in grad)
 
 
-def _kernel_backward(spec: _Spec, saved, reduction, grad_loss, eager=False):
-    """The input's gradient: the saved gradient times grad_output (per sample for "none").
-    With grad mode on (create_graph=True) PyTorch's implementation gives a differentiable
-    one (double backward)."""
-    grad, input, target, *options = saved
-    if torch.is_grad_enabled():
-        with torch.enable_grad():
-            loss = spec.torch_loss(input, target, options)
-            (result,) = torch.autograd.grad(loss, input, grad_loss, create_graph=True)
-        return result
+def _scaled(grad, reduction, grad_loss, eager):
+    """The saved gradient times grad_output (per sample for "none")."""
     if reduction == "none":
-        return grad * (grad_loss.unsqueeze(-1) if spec.row.class_axis else grad_loss)
+        if grad.dim() > grad_loss.dim():  # (N, d...) losses of (N, C, d...) / (N, D) inputs
+            ones = (1,) * (grad.dim() - grad_loss.dim())
+            grad_loss = grad_loss.reshape(grad_loss.shape[:1] + ones + grad_loss.shape[1:])
+        return grad * grad_loss
     if eager and type(grad_loss) is torch.Tensor and grad_loss.item() == 1.0:
         # d(loss)/d(loss): the saved gradient is the answer, without a pass over it
         # (autograd copies it before accumulating it while the graph still holds it, as with
@@ -370,52 +523,88 @@ def _kernel_backward(spec: _Spec, saved, reduction, grad_loss, eager=False):
     return grad * grad_loss
 
 
-def _save(ctx, spec, inputs, grad):
-    """Keep for backward: the gradient, and the inputs (for a double backward only)."""
-    input, target, *rest = inputs
-    options = rest[:-1]
-    tensors = [o for o in options if isinstance(o, torch.Tensor)]
-    ctx.tensor_slots = [isinstance(o, torch.Tensor) for o in options]
-    ctx.scalars = [o for o in options if not isinstance(o, torch.Tensor)]
-    ctx.save_for_backward(grad, input, target, *tensors)
-    ctx.reduction = options[spec.reduction_index]
+def _kernel_backward(spec: _Spec, grads, positional, options, reduction, grad_loss,
+                     eager=False):
+    """The differentiated tensors' gradients (in the kernel's order; None where absent): the
+    saved gradients times grad_output. With grad mode on (create_graph=True) PyTorch's
+    implementation gives differentiable ones (double backward)."""
+    if torch.is_grad_enabled():
+        wanted = [t for t in spec.differentiated(positional, options)]
+        needed = [t for t in wanted if t is not None and t.requires_grad]
+        with torch.enable_grad():
+            loss = spec.torch_loss(positional, options)
+            results = iter(torch.autograd.grad(loss, needed, grad_loss, create_graph=True,
+                                               allow_unused=True))
+        return tuple(next(results) if t is not None and t.requires_grad else None
+                     for t in wanted)
+    if reduction == "none" and spec.row.none_by_torch:
+        # per-sample losses that share inputs: PyTorch's backward of the same loss (the
+        # adapter computes these with PyTorch; the custom op, called directly, gets here)
+        positional, options = list(positional), list(options)
+        leaves = []
+        slots = [(positional, i) for i in range(spec.row.inputs)] + [
+            (options, i) for i in spec.grad_option_indices]
+        for container, index in slots:
+            if container[index] is not None:
+                container[index] = container[index].detach().requires_grad_()
+            leaves.append(container[index])
+        present = [t for t in leaves if t is not None]
+        with torch.enable_grad():
+            results = iter(torch.autograd.grad(spec.torch_loss(positional, options), present,
+                                               grad_loss, allow_unused=True))
+        return tuple(None if t is None else next(results) for t in leaves)
+    if len(grads) == 1:
+        return (_scaled(grads[0], reduction, grad_loss, eager),)
+    return tuple(None if g is None else _scaled(g, reduction, grad_loss, eager) for g in grads)
 
 
-def _saved(ctx):
-    grad, input, target, *tensors = ctx.saved_tensors
-    tensors, scalars = iter(tensors), iter(ctx.scalars)
-    options = [next(tensors) if slot else next(scalars) for slot in ctx.tensor_slots]
-    return (grad, input, target, *options)
-
-
-def _op_forward(spec: _Spec, input, target, options, compute_grad):
-    loss, grad = _kernel_forward(spec, input, target, options, compute_grad)
-    return loss, (grad if grad is not None else input.new_empty((0,)))
+def _op_forward(spec: _Spec, args):
+    positional, options = args[:spec.n_positional], args[spec.n_positional:-1]
+    compute_grad = args[-1]
+    loss, grads = _kernel_forward(spec, positional, options, compute_grad)
+    empty = positional[0].new_empty((0,))
+    if grads is None:
+        grads = (None,) * (spec.row.inputs + len(spec.row.grad_options))
+    return (loss, *(empty if g is None else g for g in grads))
 
 
 def _register_custom_op(spec: _Spec):
+    n = spec.n_positional
     op = torch.library.custom_op(f"fastloss::{spec.row.fastloss}", mutates_args=(),
-                                 schema=spec.schema())(
-        lambda input, target, *rest: _op_forward(spec, input, target, rest[:-1], rest[-1]))
+                                 schema=spec.schema())(lambda *args: _op_forward(spec, args))
 
     @op.register_fake
-    def _fake(input, target, *rest):
-        reduction, compute_grad = rest[spec.reduction_index], rest[-1]
-        if reduction == "none":
-            shape = input.shape[:1] if spec.row.class_axis else input.shape
-        else:
-            shape = ()
-        loss = input.new_empty(shape)
-        grad = input.new_empty(input.shape if compute_grad else (0,))
-        return loss, grad
+    def _fake(*args):
+        positional, options, compute_grad = args[:n], args[n:-1], args[-1]
+        first = positional[0]
+        loss = first.new_empty(spec.loss_shape(positional, options))
+        grads = [first.new_empty(t.shape if compute_grad and t is not None else (0,))
+                 for t in spec.differentiated(positional, options)]
+        return (loss, *grads)
 
     def setup_context(ctx, inputs, output):
-        _save(ctx, spec, inputs, output[1])
-        ctx.mark_non_differentiable(output[1])
+        positional, options = inputs[:n], inputs[n:-1]
+        tensors = [o for o in options if isinstance(o, torch.Tensor)]
+        ctx.tensor_slots = [isinstance(o, torch.Tensor) for o in options]
+        ctx.scalars = [o for o in options if not isinstance(o, torch.Tensor)]
+        ctx.n_grads = len(output) - 1
+        ctx.save_for_backward(*output[1:], *positional, *tensors)
+        ctx.reduction = options[spec.reduction_index]
+        ctx.mark_non_differentiable(*output[1:])
 
-    def backward(ctx, grad_loss, _grad_of_grad):
-        result = _kernel_backward(spec, _saved(ctx), ctx.reduction, grad_loss)
-        return (result,) + (None,) * (len(spec.option_names) + 2)
+    def backward(ctx, grad_loss, *_grads_of_grads):
+        saved = ctx.saved_tensors
+        grads, positional = saved[:ctx.n_grads], saved[ctx.n_grads:ctx.n_grads + n]
+        tensors, scalars = iter(saved[ctx.n_grads + n:]), iter(ctx.scalars)
+        options = [next(tensors) if slot else next(scalars) for slot in ctx.tensor_slots]
+        grads = tuple(None if t is None else g for g, t in
+                      zip(grads, spec.differentiated(positional, options)))
+        results = _kernel_backward(spec, grads, positional, options, ctx.reduction, grad_loss)
+        inputs_grads = (*results[:spec.row.inputs], *(None,) * spec.row.has_target)
+        option_grads = [None] * len(spec.option_names)
+        for index, result in zip(spec.grad_option_indices, results[spec.row.inputs:]):
+            option_grads[index] = result
+        return (*inputs_grads, *option_grads, None)
 
     op.register_autograd(backward, setup_context=setup_context)
     return op
@@ -423,30 +612,34 @@ def _register_custom_op(spec: _Spec):
 
 def _make_eager_function(spec: _Spec):
     """The same forward and backward as the custom op, as a torch.autograd.Function (its
-    backward node is named after the loss: `<fastloss name>Backward`). Only the gradient is
-    a saved tensor; the inputs, needed by a double backward alone, are kept as they are
-    (their version is checked then), and the options travel as one tuple: the fewer
-    arguments and saved tensors, the cheaper a call."""
+    backward node is named after the loss: `<fastloss name>Backward`). apply takes the
+    positional tensors, the differentiated options (linear_cross_entropy's bias), then every
+    option as one tuple. Only the gradients are saved tensors; the inputs, needed by a double
+    backward alone, are kept as they are (their version is checked then): the fewer arguments
+    and saved tensors, the cheaper a call."""
+    n, n_inputs = spec.n_positional, spec.row.inputs
+    n_target = int(spec.row.has_target)
 
-    def forward(ctx, input, target, options):
-        loss, grad = _kernel_forward(spec, input, target, options, True)
-        ctx.save_for_backward(grad)
-        ctx.inputs = (input, target, options)
-        ctx.versions = (input._version, target._version)
+    def forward(ctx, *args):
+        positional, options = args[:n], args[-1]
+        loss, grads = _kernel_forward(spec, positional, options, True)
+        ctx.save_for_backward(*grads)
+        ctx.inputs = (positional, options)
+        ctx.versions = tuple(t._version for t in positional)
         ctx.reduction = options[spec.reduction_index]
         return loss
 
     def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        input, target, options = ctx.inputs
-        if torch.is_grad_enabled() and (input._version, target._version) != ctx.versions:
+        grads = ctx.saved_tensors
+        positional, options = ctx.inputs
+        if torch.is_grad_enabled() and tuple(t._version for t in positional) != ctx.versions:
             raise RuntimeError(
-                f"fastloss.torch.{spec.name}: the input or target was modified in place after "
-                "the loss was computed; a double backward (create_graph=True) needs them as "
-                "they were")
-        result = _kernel_backward(spec, (grad, input, target, *options), ctx.reduction,
-                                  grad_loss, eager=True)
-        return result, None, None
+                f"fastloss.torch.{spec.name}: an input or the target was modified in place "
+                "after the loss was computed; a double backward (create_graph=True) needs them "
+                "as they were")
+        results = _kernel_backward(spec, grads, positional, options, ctx.reduction,
+                                   grad_loss, eager=True)
+        return (*results[:n_inputs], *(None,) * n_target, *results[n_inputs:], None)
 
     return type(f"fastloss_{spec.row.fastloss}", (torch.autograd.Function,), {
         "forward": staticmethod(forward), "backward": staticmethod(backward),
@@ -455,23 +648,51 @@ def _make_eager_function(spec: _Spec):
 
 # --------------------------------------------------------------------- the public function
 
-def _kernel_takes(spec: _Spec, input, target, tensor_args) -> bool:
+def _kernel_takes(spec: _Spec, positional, options) -> bool:
     """Whether the fastloss kernel takes these arguments (else PyTorch computes the loss)."""
-    if not (isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)):
+    row = spec.row
+    if not all(isinstance(t, torch.Tensor) for t in positional):
         return False
-    dtype = input.dtype
-    if not input.is_cpu or dtype not in _KERNEL_DTYPES or input.layout != torch.strided:
+    first = positional[0]
+    dtype = first.dtype
+    if dtype not in _KERNEL_DTYPES:
         return False
     grad_mode = torch.is_grad_enabled()
-    for tensor in (target, *tensor_args):
-        if (not tensor.is_cpu or tensor.layout != torch.strided
-                or (grad_mode and tensor.requires_grad)
-                or (tensor.dtype != dtype and tensor.is_floating_point())):
+    for tensor in positional[:row.inputs]:
+        if not tensor.is_cpu or tensor.layout != torch.strided or tensor.dtype != dtype:
             return False
-    if spec.row.class_axis:
-        return not target.is_floating_point() or target.shape == input.shape
-    # element-wise: PyTorch's rules for other target dtypes and broadcast shapes
-    return target.shape == input.shape and target.is_floating_point()
+    for index in spec.grad_option_indices:
+        tensor = options[index]
+        if tensor is not None and (not isinstance(tensor, torch.Tensor) or not tensor.is_cpu
+                                   or tensor.layout != torch.strided or tensor.dtype != dtype):
+            return False
+    for index in spec.weight_indices:
+        value = options[index]
+        if isinstance(value, torch.Tensor) and not _other_takes(value, dtype, grad_mode):
+            return False
+    if row.input_ndim is not None and any(
+            t.dim() != row.input_ndim for t in positional[:row.inputs]):
+        return False
+    if not row.has_target:
+        return True
+    target = positional[row.inputs]
+    if not _other_takes(target, dtype, grad_mode):
+        return False
+    if row.target == "class":
+        if first.dim() > 2 and not row.k_dim:
+            return False
+        return not target.is_floating_point() or target.shape == first.shape
+    if row.target == "element":  # PyTorch's rules for other target dtypes and broadcast shapes
+        return target.shape == first.shape and target.is_floating_point()
+    return True
+
+
+def _other_takes(tensor, dtype, grad_mode) -> bool:
+    """A target or weight the kernel takes: CPU, strided, not differentiated, a float of the
+    input's dtype or an integer."""
+    return (tensor.is_cpu and tensor.layout == torch.strided
+            and not (grad_mode and tensor.requires_grad)
+            and not (tensor.dtype != dtype and tensor.is_floating_point()))
 
 
 def _fast_apply(function_class):
@@ -488,11 +709,15 @@ def _fast_apply(function_class):
 def _make_function(spec: _Spec, custom_op, eager_function):
     row = spec.row
     positional, user_names, defaults = spec.positional, spec.user_names, spec.defaults
+    n_positional = spec.n_positional
+    positional_names = user_names[:n_positional]
     max_positional = len(positional)
     # the kernel's options in the custom op's order, at their defaults; a call overwrites
     # the ones it gives (slot: user name -> (index, is a tensor option, is a float option))
-    default_options = [defaults[user] for user, _ in spec.options]
-    slots = {user: (index, fl in spec.tensor_options, fl in spec.float_options)
+    default_options = [row.none_means.get(fl, defaults[user]) if defaults[user] is None
+                       else defaults[user] for user, fl in spec.options]
+    slots = {user: (index, fl in spec.tensor_options, fl in spec.float_options,
+                    row.none_means.get(fl))
              for index, (user, fl) in enumerate(spec.options)}
     torch_only = frozenset(spec.torch_only) | frozenset(_LEGACY)
     reduction_index = spec.reduction_index
@@ -502,12 +727,20 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     scalar_default_slots = tuple(
         index for index, (user, fl) in enumerate(spec.options)
         if fl in spec.tensor_options and defaults[user] is not None)
+    grad_option_indices = spec.grad_option_indices
+    extras = {name: spec.extra_defaults[name] for name in row.extra}
     apply = _fast_apply(eager_function)
+    single_input = row.inputs == 1 and not grad_option_indices
 
     def by_torch(values):
-        if spec.torch_function is not None:
-            return spec.torch_function(**values)
-        return row.torch_formula(**values)
+        values = {k: v for k, v in values.items() if k not in _LEGACY or v is not None}
+        if spec.torch_function is None:
+            return row.torch_formula(**values)
+        if any(not _is_default(values.get(name, default), default)
+               for name, default in extras.items()):
+            named = {row.renamed.get(k, k): v for k, v in values.items()}
+            return row.torch_formula(**named)
+        return spec.torch_function(**{k: v for k, v in values.items() if k not in extras})
 
     def loss_function(*args, **kwargs):
         if len(args) > max_positional:
@@ -516,39 +749,42 @@ def _make_function(spec: _Spec, custom_op, eager_function):
         values = dict(zip(positional, args))
         if kwargs:
             for key in kwargs:
-                if key not in defaults and key not in user_names[:2]:
+                if key not in defaults and key not in positional_names:
                     raise TypeError(f"{spec.name}() got an unexpected keyword argument {key!r}")
                 if key in values:
                     raise TypeError(f"{spec.name}() got multiple values for argument {key!r}")
             values.update(kwargs)
         try:
-            input, target = values[user_names[0]], values[user_names[1]]
+            tensors = [values[name] for name in positional_names]
         except KeyError as missing:
             raise TypeError(f"{spec.name}() missing required argument {missing}") from None
 
         options = default_options.copy()
-        tensor_args = []
-        if len(values) > 2:
+        if len(values) > n_positional:
             if (values.get("size_average") is not None or values.get("reduce") is not None):
                 values["reduction"] = torch.nn._reduction.legacy_get_string(
                     values.pop("size_average", None), values.pop("reduce", None))
             for key, value in values.items():
                 slot = slots.get(key)
                 if slot is None:
-                    if key in torch_only and value is not defaults[key] and (
+                    if key in torch_only and value is not defaults.get(key) and (
                             isinstance(value, torch.Tensor) or value != defaults[key]):
                         return by_torch(values)  # an option the kernel does not take
                     continue
-                index, is_tensor, is_float = slot
-                if is_tensor and value is not None:
+                index, is_tensor, is_float, none_means = slot
+                if value is None and none_means is not None:
+                    value = none_means
+                elif is_tensor and value is not None:
                     if not isinstance(value, torch.Tensor):  # a Python scalar (alpha)
-                        value = torch.tensor(value, dtype=getattr(input, "dtype", None))
-                    tensor_args.append(value)
+                        value = torch.tensor(value, dtype=getattr(tensors[0], "dtype", None))
                 elif is_float and value is not None:
                     value = float(value)
                 options[index] = value
-        if not _kernel_takes(spec, input, target, tensor_args):
+        if row.none_by_torch and options[reduction_index] == "none":
             return by_torch(values)
+        if not _kernel_takes(spec, tensors, options):
+            return by_torch(values)
+        input = tensors[0]
         for index in same_shape_slots:
             if options[index] is not None and options[index].shape != input.shape:
                 return by_torch(values)  # PyTorch's error: it does not broadcast this option
@@ -561,28 +797,24 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             divisor = options[mean_slot]
             options[reduction_index] = "sum"  # torch's "mean": the sum / the weights' sum
 
-        unbatched = batched_shape = None
-        if row.class_axis and input.dim() != 2:
-            if input.dim() == 1:  # one sample (C,)
-                unbatched = True
-                input, target = input.unsqueeze(0), target.unsqueeze(0)
-            elif input.dim() > 2:  # (N, C, d1, ..., dK): samples (N * d1 * ... dK, C)
-                n_classes = input.shape[1]
-                batched_shape = input.shape[:1] + input.shape[2:]
-                input = input.movedim(1, -1).reshape(-1, n_classes)
-                target = (target.movedim(1, -1).reshape(-1, n_classes)
-                          if target.is_floating_point() else target.reshape(-1))
-        compute_grad = input.requires_grad and torch.is_grad_enabled()
-        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-            loss = custom_op(input, target, *options, compute_grad)[0]
-        elif compute_grad:
-            loss = apply(input, target, tuple(options))
+        unbatched = row.unbatched and input.dim() == 1
+        if unbatched:  # one sample (C,): (1, C)
+            tensors = [t.unsqueeze(0) for t in tensors]
+        if single_input:
+            compute_grad = input.requires_grad and torch.is_grad_enabled()
         else:
-            loss = _kernel_forward(spec, input, target, options, False)[0]
+            compute_grad = torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad
+                for t in spec.differentiated(tensors, options))
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            loss = custom_op(*tensors, *options, compute_grad)[0]
+        elif compute_grad:
+            loss = apply(*tensors, *(options[index] for index in grad_option_indices),
+                         tuple(options))
+        else:
+            loss = _kernel_forward(spec, tensors, options, False)[0]
         if unbatched and loss.dim() == 1:
             loss = loss[0]
-        elif batched_shape is not None and loss.dim() == 1:
-            loss = loss.reshape(batched_shape)
         if divisor is not None:
             loss = loss / divisor.sum()
         return loss
@@ -592,10 +824,12 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     loss_function.__module__ = __name__
     source = (f"torch.nn.functional.{spec.name}" if spec.torch_function is not None
               else f"fastloss.{row.fastloss}")
+    extra = (f" The keyword-only {', '.join(row.extra)} are fastloss.{row.fastloss}'s "
+             f"options (torch has none of them)." if row.extra else "")
     loss_function.__doc__ = (
         f"{source} computed by fastloss.{row.fastloss}'s fused kernel (loss and gradient in "
-        f"one pass); arguments and semantics of {source}. Inputs the kernel does not take go "
-        f"to PyTorch's implementation (see fastloss.torch).\n\n"
+        f"one pass); arguments and semantics of {source}.{extra} Inputs the kernel does not "
+        f"take go to PyTorch's implementation (see fastloss.torch).\n\n"
         f"The maths: fastloss.{row.fastloss}.__doc__.")
     return loss_function
 
@@ -609,8 +843,12 @@ def _make_module(spec: _Spec, function):
         module_args = [name for name in inspect.signature(base.__init__).parameters
                        if name in spec.defaults and name not in _LEGACY]
 
-        def forward(self, input, target):
-            return function(input, target, **{name: getattr(self, name) for name in module_args})
+        if row.module_forward is not None:
+            def forward(self, *tensors):
+                return row.module_forward(self, function, *tensors)
+        else:
+            def forward(self, *tensors):
+                return function(*tensors, **{name: getattr(self, name) for name in module_args})
 
         doc = (f"torch.nn.{row.module} whose forward is fastloss.torch.{spec.name} (the fused "
                f"kernel of fastloss.{row.fastloss}); same constructor, buffers and state_dict.")
@@ -630,8 +868,8 @@ def _make_module(spec: _Spec, function):
             else:
                 setattr(self, name, value)
 
-    def forward(self, input, target):
-        return function(input, target, **{name: getattr(self, name) for name in option_names})
+    def forward(self, *tensors):
+        return function(*tensors, **{name: getattr(self, name) for name in option_names})
 
     def extra_repr(self):
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in option_names
@@ -642,9 +880,10 @@ def _make_module(spec: _Spec, function):
         + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
            for name, default in spec.defaults.items()])
     __init__.__signature__ = init_signature
+    arguments = ", ".join(spec.user_names[:spec.n_positional])
     doc = (f"fastloss.{row.fastloss} as a torch.nn.Module: the constructor takes the "
-           f"function's options {option_names}; forward(input, target) returns "
-           f"fastloss.torch.{spec.name}(input, target, **options).")
+           f"function's options {option_names}; forward({arguments}) returns "
+           f"fastloss.torch.{spec.name}({arguments}, **options).")
     return type(row.module, (torch.nn.Module,), {
         "__init__": __init__, "forward": forward, "extra_repr": extra_repr, "__doc__": doc,
         "__module__": __name__})
