@@ -200,6 +200,7 @@ def multi_margin(
     margin: float,
     grad_scale: float,
     grad: Optional[np.ndarray],
+    hess: Optional[np.ndarray],
     loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...
@@ -209,6 +210,7 @@ def distill_kl(
     temperature: float,
     grad_scale: float,
     grad: Optional[np.ndarray],
+    hess: Optional[np.ndarray],
     loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...
