@@ -434,14 +434,16 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
     however close q is to 1. A teacher row holding nan makes the row's hessian nan (its
     loss and gradient are nan; torch's double backward gives q_j (1 - q_j) sum_c p_c).
 
-    Stable form: with du = u - max u, dv = v - max v, E = sum exp(du), F = sum exp(dv),
+    Stable form: with du = (x - max x) / T, dv = (t - max t) / T (u - max u, exactly 0 for
+    the largest), E = sum exp(du), F = sum exp(dv),
     log p_c - log q_c = (dv_c - du_c) - log F + log E, so
 
         loss = T^2 [ sum_c exp(dv_c) (dv_c - du_c) / F - log F + log E ]
 
     from differences of shifted logits only; a teacher class whose exp underflows adds 0.
-    float32 rows whose logits reach within 2^-10 of FLT_MAX (times T) take that pass in
-    float64, so that a loss below FLT_MAX never overflows on the way.
+    float32 rows whose largest |x| / T + |t| / T exceeds FLT_MAX / 1024 take the exp pass in
+    float64 (shifted logits and their differences would overflow float32 there), so that a
+    loss below FLT_MAX never overflows on the way.
     """
     (logits, teacher, temperature, reduction, compute_grad, out, threads, compute_hess,
      hess_out) = distill_kl_args(logits, target_logits, temperature, reduction, compute_grad,

@@ -514,11 +514,11 @@ def test_errors_write_nothing(what, function, args, kwargs, error, pattern):
     x, other = (a.copy() for a in args)
     kwargs = dict(kwargs)
     buffer = np.full((x.size + 1,), 7.0, dtype=x.dtype)
-    resolved = {}
+    resolved, shared = {}, {}
     for key, value in kwargs.items():
         if isinstance(value, str):
             if value == "same":
-                value = resolved.setdefault("same", np.full_like(x, 7.0))
+                value = shared.setdefault("same", np.full_like(x, 7.0))
             elif value == "input":
                 value = x
             elif value == "shifted":   # a view of the input's buffer, one element on
