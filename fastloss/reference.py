@@ -1180,17 +1180,25 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
                                         compute_grad, out, n_threads, compute_hess, hess_out)
     dtype = x.dtype
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        log_q = _log_softmax(x.astype(np.float64) / temperature)
-        log_p = _log_softmax(t.astype(np.float64) / temperature)
+        # shifted before they are scaled: (x - max x) / T, not x / T - max, which overflows
+        # for finite logits beyond T * DBL_MAX
+        u = _shifted(x.astype(np.float64)) / temperature
+        log_q = _log_softmax(u)
+        log_p = _log_softmax(_shifted(t.astype(np.float64)) / temperature)
         p = np.exp(log_p)
         terms = np.where(p == 0, 0.0, p * (log_p - log_q))   # 0 log 0 = 0; nan stays nan
         per_sample = temperature ** 2 * terms.sum(axis=1)
         grad = temperature * (np.exp(log_q) - p)
-        hess = _softmax_variance(x.astype(np.float64) / temperature)
+        hess = _softmax_variance(u)
         hess[np.isnan(p).any(axis=1)] = np.nan   # the row's loss and gradient are nan too
     result = _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)
     return _with_hess(result, hess, float(x.shape[0]), reduction, compute_hess, hess_out,
                       dtype)
+
+
+def _shifted(x):
+    """x - max x row-wise (nan anywhere, or +inf, makes the row nan)."""
+    return x - x.max(axis=1, keepdims=True)
 
 
 def _softmax_variance(u):
