@@ -41,21 +41,23 @@ def make_inputs(shape, seed=0):
     return x, other
 
 
-def plain_calls(fl, shape):
+def plain_calls(fl, shape, n_threads):
     """The compute_hess=False calls (the ones an old build also has)."""
     x, other = make_inputs(shape)
     grad = np.empty_like(x)
     return {
-        "multi_margin": lambda: fl.multi_margin(x, other["multi_margin"], p=2, out=grad),
+        "multi_margin": lambda: fl.multi_margin(x, other["multi_margin"], p=2, out=grad,
+                                                n_threads=n_threads),
         "kl_divergence_with_logits": lambda: fl.kl_divergence_with_logits(
-            x, other["kl_divergence_with_logits"], temperature=2.0, out=grad),
+            x, other["kl_divergence_with_logits"], temperature=2.0, out=grad,
+            n_threads=n_threads),
     }
 
 
-def worker(shape, repeats):
+def worker(shape, repeats, n_threads):
     """Time the plain calls of the fastloss on sys.path; print JSON."""
     import fastloss as fl
-    calls = plain_calls(fl, shape)
+    calls = plain_calls(fl, shape, n_threads)
     print(json.dumps({name: median_ms(call, repeats) for name, call in calls.items()}))
 
 
@@ -66,12 +68,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds (medians of the rounds' medians)")
+    parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--compare-build", default=None)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = (args.rows, args.classes)
     if args.worker:
-        worker(shape, args.repeats)
+        worker(shape, args.repeats, args.n_threads)
         return
 
     import fastloss as fl
@@ -79,18 +82,19 @@ def main():
     grad, hess, a, b = (np.empty_like(x) for _ in range(4))
     t = other["kl_divergence_with_logits"]
     y = other["multi_margin"]
+    nt = args.n_threads
     timings = {}
     calls = {
         ("floor", "copy (1 read, 1 written)"): lambda: np.copyto(a, x),
         ("floor", "a + b (2 read, 1 written)"): lambda: np.add(x, t, out=a),
         ("floor", "copy x2 (1 read, 2 written)"): lambda: (np.copyto(a, x), np.copyto(b, x)),
-        ("multi_margin", False): lambda: fl.multi_margin(x, y, p=2, out=grad),
+        ("multi_margin", False): lambda: fl.multi_margin(x, y, p=2, out=grad, n_threads=nt),
         ("multi_margin", True): lambda: fl.multi_margin(x, y, p=2, out=grad, compute_hess=True,
-                                                        hess_out=hess),
+                                                        hess_out=hess, n_threads=nt),
         ("kl_divergence_with_logits", False): lambda: fl.kl_divergence_with_logits(
-            x, t, temperature=2.0, out=grad),
+            x, t, temperature=2.0, out=grad, n_threads=nt),
         ("kl_divergence_with_logits", True): lambda: fl.kl_divergence_with_logits(
-            x, t, temperature=2.0, out=grad, compute_hess=True, hess_out=hess),
+            x, t, temperature=2.0, out=grad, compute_hess=True, hess_out=hess, n_threads=nt),
     }
     old = {}
     for _ in range(args.rounds):
@@ -98,9 +102,10 @@ def main():
             timings.setdefault(key, []).append(median_ms(call, args.repeats))
         if args.compare_build:
             env = dict(os.environ, PYTHONPATH=args.compare_build)
+            extra = ["--n-threads", str(nt)] if nt else []
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                   "--rows", str(args.rows), "--classes", str(args.classes),
-                                  "--repeats", str(args.repeats)], env=env, check=True,
+                                  "--repeats", str(args.repeats)] + extra, env=env, check=True,
                                  capture_output=True, text=True, cwd="/").stdout
             for name, ms in json.loads(out.splitlines()[-1]).items():
                 old.setdefault(name, []).append(ms)
@@ -108,7 +113,7 @@ def main():
     ms = {key: statistics.median(values) for key, values in timings.items()}
     load = os.getloadavg()
     print(f"# simd={fl.simd_level()} cpus={os.cpu_count()} shape={shape} float32, "
-          f"n_threads=None, medians of {args.rounds} rounds x {args.repeats}; "
+          f"n_threads={nt}, medians of {args.rounds} rounds x {args.repeats}; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     floor_copy = ms[("floor", "copy (1 read, 1 written)")]
     floor_add = ms[("floor", "a + b (2 read, 1 written)")]
