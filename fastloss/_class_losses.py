@@ -255,14 +255,18 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
 
 
 def multi_margin_args(input, target, p, margin, weight, reduction, compute_grad, out,
-                      n_threads):
+                      n_threads, compute_hess=False, hess_out=None):
     """The checks of multi_margin (shared with fastloss.reference)."""
     input, n_samples, n_classes = check.class_logits(input, "input")
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)
     threads = check.n_threads(n_threads)
     if isinstance(p, (bool, np.bool_)) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
+    if compute_hess and p == 1:
+        raise ValueError("compute_hess=True needs p=2: with p=1 the loss is piecewise linear "
+                         "in the input (its second derivative is 0 almost everywhere)")
     margin = check.real_scalar(margin, "margin")
     target_array = np.asarray(target)
     if target_array.dtype.kind in "iu" and target_array.shape == (n_samples, 1):
@@ -276,12 +280,17 @@ def multi_margin_args(input, target, p, margin, weight, reduction, compute_grad,
                          f"{position}, outside [0, {n_classes})")
     weight_array = check.class_weight(weight, "weight", n_classes, input.dtype)
     out = check.out_array(out, input, {"target": target_array, "weight": weight})
-    return input, indices, int(p), margin, weight_array, reduction, compute_grad, out, threads
+    hess_out = check.out_array(hess_out, input, {"target": target_array, "weight": weight,
+                                                 "out": out}, name="hess_out")
+    return (input, indices, int(p), margin, weight_array, reduction, compute_grad, out, threads,
+            compute_hess, hess_out)
 
 
 def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
-                 compute_grad=True, out=None, n_threads=None):
-    r"""Multi-class margin loss and its gradient with respect to the input, one pass per row.
+                 compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                 hess_out=None):
+    r"""Multi-class margin loss and its gradient with respect to the input, one pass per row
+    (and, for p = 2, the diagonal of its Hessian in the same pass).
 
     Semantics of ``torch.nn.functional.multi_margin_loss``.
 
@@ -295,53 +304,95 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
         Per-class factor w_y of a sample's loss (all 1 when None).
     reduction : "mean" | "sum" | "none" ("mean" divides by N, as PyTorch, whatever weight)
     compute_grad, out, n_threads : see the README ("Arguments every loss takes").
+    compute_hess : bool, default False
+        True (p = 2 only; with p = 1, or with compute_grad=False: ValueError): return
+        LossGradHess(loss, grad, hess), hess the diagonal of the Hessian of the returned loss
+        with respect to the input, scaled like the gradient (1/N for "mean", times w_y).
+    hess_out : ndarray, optional
+        Receives hess; the rules of out (it may be the input itself when out is not).
+
+    Returns
+    -------
+    LossResult(loss, grad) (LossGradHess(loss, grad, hess) with compute_hess=True)
 
     Maths
     -----
-    With v_j = margin - x_y + x_j,
+    With v_j = margin - x_y + x_j and A = {j != y : v_j > 0} (the active hinge terms),
 
-        loss = (w_y / C) sum_{j != y} max(0, v_j)^p
-        dloss/dx_j = (w_y / C) p v_j^(p - 1) [v_j > 0]   (j != y),
+        loss = (w_y / C) sum_{j in A} v_j^p
+        dloss/dx_j = (w_y / C) p v_j^(p - 1) [j in A]   (j != y),
         dloss/dx_y = -sum_{j != y} dloss/dx_j
 
     w_y multiplies the powered hinge (PyTorch's kernels; its documentation writes it inside
-    the power). The gradient at v_j = 0 is 0. No transcendental functions: x_y is read,
-    then one vector pass over the row writes the gradient and adds the loss.
-    """
-    from ._api import LossResult
+    the power), and only the active terms carry it (a nan or infinite w_y of a row without
+    an active term gives a zero loss and gradient, as torch's loops). The gradient at
+    v_j = 0 is 0. No transcendental functions: x_y is read, then one vector pass over the
+    row writes the gradient and adds the loss.
 
-    (input, indices, p, margin, weight_array, reduction, compute_grad, out,
-     threads) = multi_margin_args(input, target, p, margin, weight, reduction, compute_grad,
-                                  out, n_threads)
+    Second derivatives (p = 2). v_j depends on x_j with slope 1 and on x_y with slope -1, so
+    d/dx_j of (w_y / C) 2 v_j [j in A] is (w_y / C) 2 [j in A], and d/dx_y of
+    dloss/dx_y = -(w_y / C) sum_{j in A} 2 v_j is (w_y / C) 2 |A|:
+
+        d2loss/dx_j^2 = 2 w_y / C [j in A]   (j != y),
+        d2loss/dx_y^2 = 2 w_y |A| / C
+
+    (0 at v_j = 0, where the gradient's slope jumps: as torch's relu). Only the diagonal is
+    returned; the Hessian also has the entries d2loss/dx_j dx_y = -2 w_y / C [j in A]. With
+    p = 1 the loss is piecewise linear and its second derivative is 0 almost everywhere: not
+    offered (ValueError).
+    """
+    (input, indices, p, margin, weight_array, reduction, compute_grad, out, threads,
+     compute_hess, hess_out) = multi_margin_args(input, target, p, margin, weight, reduction,
+                                                 compute_grad, out, n_threads, compute_hess,
+                                                 hess_out)
     n_samples = input.shape[0]
     x = np.ascontiguousarray(input)
-    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
-    loss_out = _kernels.result_empty(n_samples, x.dtype) if reduction == "none" else None
+    empty = _kernels.result_empty
+    grad = (out if out is not None else empty(x.shape, x.dtype)) if compute_grad else None
+    hess = (hess_out if hess_out is not None else empty(x.shape, x.dtype)) if compute_hess \
+        else None
+    loss_out = empty(n_samples, x.dtype) if reduction == "none" else None
     total = _kernels.multi_margin(x, indices, weight_array, p, margin,
-                                  _grad_scale(reduction, float(n_samples)), grad, loss_out,
-                                  threads)
-    return LossResult(_reduce(total, float(n_samples), reduction, loss_out), grad)
+                                  _grad_scale(reduction, float(n_samples)), grad, hess,
+                                  loss_out, threads)
+    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess,
+                   compute_hess)
+
+
+def _result(loss, grad, hess, compute_hess: bool):
+    """LossResult, or LossGradHess with compute_hess (issue 15)."""
+    from ._results import LossGradHess, LossResult
+
+    if compute_hess:
+        return LossGradHess(loss, grad, hess)
+    return LossResult(loss, grad)
 
 
 def distill_kl_args(logits, target_logits, temperature, reduction, compute_grad, out,
-                    n_threads):
+                    n_threads, compute_hess=False, hess_out=None):
     """The checks of kl_divergence_with_logits (shared with fastloss.reference)."""
     logits, _, _ = check.class_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)
     threads = check.n_threads(n_threads)
     temperature = check.real_scalar(temperature, "temperature", low=0.0, low_open=True)
     if math.isinf(temperature):
         raise ValueError(f"temperature must be finite, got {temperature!r}")
     teacher = check.float_target(target_logits, "target_logits", logits.dtype, logits.shape)
     out = check.out_array(out, logits, {"target_logits": target_logits})
-    return logits, teacher, temperature, reduction, compute_grad, out, threads
+    hess_out = check.out_array(hess_out, logits, {"target_logits": target_logits, "out": out},
+                               name="hess_out")
+    return (logits, teacher, temperature, reduction, compute_grad, out, threads, compute_hess,
+            hess_out)
 
 
 def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reduction="mean",
-                              compute_grad=True, out=None, n_threads=None):
+                              compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                              hess_out=None):
     r"""Distillation KL divergence between temperature-scaled softmaxes, and its gradient
-    with respect to the student's logits; both rows read once, the gradient written once.
+    with respect to the student's logits (and the diagonal of its Hessian); both rows read
+    once, the gradient (and the hessian) written once.
 
     Equal to ``T**2 * F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(target_logits / T,
     1), log_target=True, reduction="batchmean")`` for "mean".
@@ -353,6 +404,16 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
     temperature : float > 0
     reduction : "mean" (over rows, torch's "batchmean") | "sum" | "none" (per row)
     compute_grad, out, n_threads : see the README ("Arguments every loss takes").
+    compute_hess : bool, default False
+        True (needs compute_grad=True: ValueError otherwise): return
+        LossGradHess(loss, grad, hess), hess the diagonal of the Hessian of the returned loss
+        with respect to logits, scaled like the gradient (1/N for "mean").
+    hess_out : ndarray, optional
+        Receives hess; the rules of out (it may be logits itself when out is not).
+
+    Returns
+    -------
+    LossResult(loss, grad) (LossGradHess(loss, grad, hess) with compute_hess=True)
 
     Maths
     -----
@@ -361,22 +422,41 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
         loss = T^2 KL(p || q) = T^2 sum_c p_c (log p_c - log q_c),
         dloss/dx_j = T (q_j - p_j)
 
-    Stable form: with du = u - max u, dv = v - max v, E = sum exp(du), F = sum exp(dv),
+    Second derivatives: p does not depend on x, dq_j/du_j = q_j (1 - q_j) and du_j/dx_j = 1/T,
+    so
+
+        d2loss/dx_j^2 = T q_j (1 - q_j) / T = q_j (1 - q_j),
+
+    whatever the temperature (the full Hessian is diag(q) - q q^T; only its diagonal is
+    returned). Stable form: for every class but the row's largest q_j < 1/2 and 1 - q_j is
+    well conditioned; for the largest (e = exp(0) = 1, and E_o the sum of the other exps of
+    the shifted logits) 1 - q = E_o / (1 + E_o), so its hessian is E_o / (1 + E_o)^2, exact
+    however close q is to 1. A teacher row holding nan makes the row's hessian nan (its
+    loss and gradient are nan; torch's double backward gives q_j (1 - q_j) sum_c p_c).
+
+    Stable form: with du = (x - max x) / T, dv = (t - max t) / T (u - max u, exactly 0 for
+    the largest), E = sum exp(du), F = sum exp(dv),
     log p_c - log q_c = (dv_c - du_c) - log F + log E, so
 
         loss = T^2 [ sum_c exp(dv_c) (dv_c - du_c) / F - log F + log E ]
 
     from differences of shifted logits only; a teacher class whose exp underflows adds 0.
+    float32 rows whose largest |x| / T + |t| / T exceeds FLT_MAX / 1024 take the exp pass in
+    float64 (shifted logits and their differences would overflow float32 there), so that a
+    loss below FLT_MAX never overflows on the way.
     """
-    from ._api import LossResult
-
-    logits, teacher, temperature, reduction, compute_grad, out, threads = distill_kl_args(
-        logits, target_logits, temperature, reduction, compute_grad, out, n_threads)
+    (logits, teacher, temperature, reduction, compute_grad, out, threads, compute_hess,
+     hess_out) = distill_kl_args(logits, target_logits, temperature, reduction, compute_grad,
+                                 out, n_threads, compute_hess, hess_out)
     n_samples = logits.shape[0]
     x = np.ascontiguousarray(logits)
-    grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
-    loss_out = _kernels.result_empty(n_samples, x.dtype) if reduction == "none" else None
+    empty = _kernels.result_empty
+    grad = (out if out is not None else empty(x.shape, x.dtype)) if compute_grad else None
+    hess = (hess_out if hess_out is not None else empty(x.shape, x.dtype)) if compute_hess \
+        else None
+    loss_out = empty(n_samples, x.dtype) if reduction == "none" else None
     total = _kernels.distill_kl(x, teacher, temperature,
-                                _grad_scale(reduction, float(n_samples)), grad, loss_out,
+                                _grad_scale(reduction, float(n_samples)), grad, hess, loss_out,
                                 threads)
-    return LossResult(_reduce(total, float(n_samples), reduction, loss_out), grad)
+    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess,
+                   compute_hess)

@@ -202,6 +202,7 @@ def multi_margin(
     margin: float,
     grad_scale: float,
     grad: Optional[np.ndarray],
+    hess: Optional[np.ndarray],
     loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...
@@ -211,6 +212,7 @@ def distill_kl(
     temperature: float,
     grad_scale: float,
     grad: Optional[np.ndarray],
+    hess: Optional[np.ndarray],
     loss_out: Optional[np.ndarray],
     n_threads: int,
 ) -> float: ...

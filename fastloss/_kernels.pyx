@@ -1368,6 +1368,7 @@ cdef extern from "fl_kernels.h" nogil:
         const int64_t *target
         const float *weight
         float *grad
+        float *hess
         float *loss_out
         int64_t n_classes, p
         double margin, grad_scale
@@ -1376,6 +1377,7 @@ cdef extern from "fl_kernels.h" nogil:
         const int64_t *target
         const double *weight
         double *grad
+        double *hess
         double *loss_out
         int64_t n_classes, p
         double margin, grad_scale
@@ -1383,6 +1385,7 @@ cdef extern from "fl_kernels.h" nogil:
         const float *logits
         const float *target_logits
         float *grad
+        float *hess
         float *loss_out
         int64_t n_classes
         double temperature, grad_scale
@@ -1390,6 +1393,7 @@ cdef extern from "fl_kernels.h" nogil:
         const double *logits
         const double *target_logits
         double *grad
+        double *hess
         double *loss_out
         int64_t n_classes
         double temperature, grad_scale
@@ -1468,9 +1472,10 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
 
 
 def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int64_t p,
-                 double margin, double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out,
-                 int n_threads):
-    """Sum over rows of the multi-margin losses; writes grad * grad_scale and loss_out."""
+                 double margin, double grad_scale, cnp.ndarray grad, cnp.ndarray hess,
+                 cnp.ndarray loss_out, int n_threads):
+    """Sum over rows of the multi-margin losses; writes grad * grad_scale, the hessian's
+    diagonal * grad_scale (hess: p = 2 and a gradient only; issue 15) and loss_out."""
     cdef fl_multi_margin_args_f32 a32
     cdef fl_multi_margin_args_f64 a64
     cdef const void *args
@@ -1482,6 +1487,7 @@ def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int6
         a32.target = <const int64_t *>cnp.PyArray_DATA(target)
         a32.weight = <const float *>data_or_null(weight)
         a32.grad = <float *>data_or_null(grad)
+        a32.hess = <float *>data_or_null(hess)
         a32.loss_out = <float *>data_or_null(loss_out)
         a32.n_classes, a32.p, a32.margin, a32.grad_scale = n_classes, p, margin, grad_scale
         args = &a32
@@ -1491,6 +1497,7 @@ def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int6
         a64.target = <const int64_t *>cnp.PyArray_DATA(target)
         a64.weight = <const double *>data_or_null(weight)
         a64.grad = <double *>data_or_null(grad)
+        a64.hess = <double *>data_or_null(hess)
         a64.loss_out = <double *>data_or_null(loss_out)
         a64.n_classes, a64.p, a64.margin, a64.grad_scale = n_classes, p, margin, grad_scale
         args = &a64
@@ -1500,8 +1507,10 @@ def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int6
 
 
 def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature,
-               double grad_scale, cnp.ndarray grad, cnp.ndarray loss_out, int n_threads):
-    """Sum over rows of T^2 KL(softmax(t / T) || softmax(x / T)); writes grad * grad_scale."""
+               double grad_scale, cnp.ndarray grad, cnp.ndarray hess, cnp.ndarray loss_out,
+               int n_threads):
+    """Sum over rows of T^2 KL(softmax(t / T) || softmax(x / T)); writes grad * grad_scale
+    and the hessian's diagonal * grad_scale (hess: with a gradient only; issue 15)."""
     cdef fl_distill_kl_args_f32 a32
     cdef fl_distill_kl_args_f64 a64
     cdef const void *args
@@ -1512,6 +1521,7 @@ def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature
         a32.logits = <const float *>cnp.PyArray_DATA(logits)
         a32.target_logits = <const float *>cnp.PyArray_DATA(target_logits)
         a32.grad = <float *>data_or_null(grad)
+        a32.hess = <float *>data_or_null(hess)
         a32.loss_out = <float *>data_or_null(loss_out)
         a32.n_classes, a32.temperature, a32.grad_scale = n_classes, temperature, grad_scale
         args = &a32
@@ -1520,6 +1530,7 @@ def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature
         a64.logits = <const double *>cnp.PyArray_DATA(logits)
         a64.target_logits = <const double *>cnp.PyArray_DATA(target_logits)
         a64.grad = <double *>data_or_null(grad)
+        a64.hess = <double *>data_or_null(hess)
         a64.loss_out = <double *>data_or_null(loss_out)
         a64.n_classes, a64.temperature, a64.grad_scale = n_classes, temperature, grad_scale
         args = &a64

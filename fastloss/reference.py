@@ -1137,11 +1137,14 @@ def _class_axis_focal(logits, target, *, alpha, gamma, ignore_index, reduction, 
 
 
 def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
-                 compute_grad=True, out=None, n_threads=None):
+                 compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                 hess_out=None):
     """NumPy reference of fastloss.multi_margin (torch's F.multi_margin_loss): hinge terms
-    max(0, margin - x_y + x_j)^p over j != y, times w_y, over C."""
-    (x, y, p, margin, w, reduction, compute_grad, out, _) = _class.multi_margin_args(
-        input, target, p, margin, weight, reduction, compute_grad, out, n_threads)
+    max(0, margin - x_y + x_j)^p over j != y, times w_y, over C. Hessian (p = 2): each active
+    term (w_y / C) v_j^2 has second derivative 2 w_y / C in x_j and in x_y."""
+    (x, y, p, margin, w, reduction, compute_grad, out, _, compute_hess,
+     hess_out) = _class.multi_margin_args(input, target, p, margin, weight, reduction,
+                                          compute_grad, out, n_threads, compute_hess, hess_out)
     dtype = x.dtype
     n, n_classes = x.shape
     rows = np.arange(n)
@@ -1159,21 +1162,70 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
         slope = np.where(active, 2 * v.astype(np.float64) if p == 2 else 1.0, 0.0)
         grad = np.where(active, slope * (w_y / n_classes)[:, None], 0.0)
         grad[rows, y] = -grad.sum(axis=1)
-    return _finish(per_sample, grad, float(n), reduction, compute_grad, out, dtype)
+        # issue 15: second derivatives, one per active term in x_j and in x_y
+        hess = np.where(active, (2.0 * w_y / n_classes)[:, None], 0.0)
+        hess[rows, y] = hess.sum(axis=1)
+    result = _finish(per_sample, grad, float(n), reduction, compute_grad, out, dtype)
+    return _with_hess(result, hess, float(n), reduction, compute_hess, hess_out, dtype)
+
+
+def _with_hess(result, hess, denominator, reduction, compute_hess, hess_out, dtype):
+    """LossGradHess with the hessian scaled like the gradient (issue 15), or the result."""
+    if not compute_hess:
+        return result
+    scale = 1.0 if reduction != "mean" else (1.0 / denominator if denominator else math.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.asarray(hess * scale, dtype=dtype)
+    if hess_out is not None:
+        hess_out[...] = scaled
+        scaled = hess_out
+    return LossGradHess(result.loss, result.grad, scaled)
 
 
 def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reduction="mean",
-                              compute_grad=True, out=None, n_threads=None):
+                              compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                              hess_out=None):
     """NumPy reference of fastloss.kl_divergence_with_logits: T^2 sum p (log p - log q),
-    p = softmax(t / T), q = softmax(x / T), log-softmaxes from _log_softmax."""
-    x, t, temperature, reduction, compute_grad, out, _ = _class.distill_kl_args(
-        logits, target_logits, temperature, reduction, compute_grad, out, n_threads)
+    p = softmax(t / T), q = softmax(x / T), log-softmaxes from _log_softmax. Hessian's
+    diagonal q (1 - q), 1 - q of the row's largest class summed from the others' exps."""
+    (x, t, temperature, reduction, compute_grad, out, _, compute_hess,
+     hess_out) = _class.distill_kl_args(logits, target_logits, temperature, reduction,
+                                        compute_grad, out, n_threads, compute_hess, hess_out)
     dtype = x.dtype
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        log_q = _log_softmax(x.astype(np.float64) / temperature)
-        log_p = _log_softmax(t.astype(np.float64) / temperature)
+        # shifted before they are scaled: (x - max x) / T, not x / T - max, which overflows
+        # for finite logits beyond T * DBL_MAX
+        u = _shifted(x.astype(np.float64)) / temperature
+        log_q = _log_softmax(u)
+        log_p = _log_softmax(_shifted(t.astype(np.float64)) / temperature)
         p = np.exp(log_p)
         terms = np.where(p == 0, 0.0, p * (log_p - log_q))   # 0 log 0 = 0; nan stays nan
         per_sample = temperature ** 2 * terms.sum(axis=1)
         grad = temperature * (np.exp(log_q) - p)
-    return _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)
+        hess = _softmax_variance(u)
+        hess[np.isnan(p).any(axis=1)] = np.nan   # the row's loss and gradient are nan too
+    result = _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)
+    return _with_hess(result, hess, float(x.shape[0]), reduction, compute_hess, hess_out,
+                      dtype)
+
+
+def _shifted(x):
+    """x - max x row-wise (nan anywhere, or +inf, makes the row nan)."""
+    return x - x.max(axis=1, keepdims=True)
+
+
+def _softmax_variance(u):
+    """q (1 - q), q = softmax(u) row-wise; for the largest entry of a row 1 - q is the sum of
+    the other entries of q (no cancellation however close q is to 1)."""
+    n = u.shape[0]
+    rows = np.arange(n)
+    e = np.exp(u - u.max(axis=1, keepdims=True))
+    total = e.sum(axis=1)
+    q = e / total[:, None]
+    one_minus = 1.0 - q
+    if u.shape[1]:
+        top = np.argmax(np.where(np.isnan(e), -np.inf, e), axis=1)
+        others = e.copy()
+        others[rows, top] = 0.0
+        one_minus[rows, top] = others.sum(axis=1) / total
+    return q * one_minus

@@ -388,33 +388,32 @@ def check_result(case, spec, x_values, other_args, kwargs, got, ref_native, refe
 KNOWN_KERNEL_BUGS: dict = {
     # an entry looks like
     # "loss_name": [("description (test_that_fails_until_fixed)", lambda args, kwargs: ...)],
-    "kl_divergence_with_logits": [
-        ("a float32 row with a logit near FLT_MAX overflows to inf where the exact loss is "
-         "just below FLT_MAX (test_distill_kl_near_float32_max_is_finite)",
-         lambda args, kwargs: np.asarray(args[0]).dtype == np.float32 and bool(np.any(
-             np.abs(np.where(np.isfinite(args[0]), args[0], 0)) > 1e37))),
-    ],
-    "multi_margin": [
-        ("a nan or infinite class weight makes the kernel's loss and target-column gradient "
-         "nan for a row with no active hinge (inf * 0), where torch gives 0 "
-         "(test_multi_margin_nan_weight_of_an_inactive_row_is_torchs)",
-         lambda args, kwargs: kwargs.get("weight") is not None
-         and not bool(np.isfinite(np.asarray(kwargs["weight"], dtype=np.float64)).all())),
-    ],
+    # (issue 15 fixed the two recorded here: multi_margin's nan/inf class weight of a row
+    # without an active hinge, the distill KL's float32 overflow near FLT_MAX; their tests
+    # follow)
 }
 
 
-@pytest.mark.xfail(strict=True, reason="known kernel bug: KNOWN_KERNEL_BUGS above (multi_margin "
-                                       "multiplies inactive terms by a nan class weight)")
-def test_multi_margin_nan_weight_of_an_inactive_row_is_torchs():
-    x = np.array([[5.0, 0.0]], dtype=np.float32)       # class 0 wins by 5 > margin: no hinge
-    loss, grad = fastloss.multi_margin(x, np.array([0]), weight=np.array([np.nan, 1.0]),
-                                       reduction="sum")
-    assert loss == 0.0 and not np.isnan(grad).any()
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_multi_margin_nan_weight_of_an_inactive_row_is_torchs(p, bad):
+    """Only active hinge terms carry the class weight (torch's loops): a row without one
+    gives 0 whatever its weight; a row with one gives what torch gives."""
+    x = np.array([[5.0, 0.0], [0.0, 0.5]], dtype=np.float32)   # row 0: no hinge; row 1: one
+    y = np.array([0, 0])
+    weight = np.array([bad, 1.0], dtype=np.float32)
+    loss, grad = fastloss.multi_margin(x, y, p=p, weight=weight, reduction="none")
+    assert loss[0] == 0.0 and not np.isnan(grad[0]).any() and (grad[0] == 0).all()
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(x, requires_grad=True)
+    expected = torch.nn.functional.multi_margin_loss(xt, torch.tensor(y), p=p,
+                                                     weight=torch.tensor(weight),
+                                                     reduction="none")
+    expected.sum().backward()
+    np.testing.assert_array_equal(loss, expected.detach().numpy())
+    np.testing.assert_array_equal(grad, xt.grad.numpy())
 
 
-@pytest.mark.xfail(strict=True, reason="known kernel bug: KNOWN_KERNEL_BUGS above (the distill "
-                                       "KL's float32 row sums overflow near FLT_MAX)")
 def test_distill_kl_near_float32_max_is_finite():
     logits = np.zeros((1, 8), dtype=np.float32)
     logits[0, 2] = np.float32(3.4e38)
@@ -424,6 +423,7 @@ def test_distill_kl_near_float32_max_is_finite():
                                                          reduction="none").loss
     assert np.isfinite(exact[0]) and exact[0] < np.finfo(np.float32).max
     assert np.isfinite(loss[0])
+    np.testing.assert_allclose(loss[0], exact[0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", rc.case_params())

@@ -226,6 +226,7 @@ FL_DECLARE_PAIRS_ARGS(double, f64)
         const int64_t *target;     /* (N,) */                                       \
         const T *weight;           /* (C,), or NULL */                              \
         T *grad;                   /* (N, C), NULL, or input (in place) */          \
+        T *hess;                   /* (N, C) or NULL (issue 15: p = 2, with grad) */ \
         T *loss_out;               /* (N,), or NULL */                              \
         int64_t n_classes;                                                          \
         int64_t p;                 /* 1 or 2 */                                     \
@@ -239,6 +240,7 @@ FL_DECLARE_PAIRS_ARGS(double, f64)
         const T *logits;           /* (N, C) student */                             \
         const T *target_logits;    /* (N, C) teacher */                             \
         T *grad;                   /* (N, C), NULL, or logits (in place) */         \
+        T *hess;                   /* (N, C) or NULL (issue 15: with grad) */       \
         T *loss_out;               /* (N,), or NULL */                              \
         int64_t n_classes;                                                          \
         double temperature;                                                         \
