@@ -459,7 +459,11 @@ def test_compute_hess(row, compute):
     """compute_hess=True: LossGradHess of Dask arrays, the hessian scaled like the gradient
     (the global 1 / D for "mean"), equal to the single-machine call to rounding."""
     rng = np.random.default_rng(13)
-    for case, option in _options(row)[:2]:
+    # multi_margin's p=1 (piecewise linear) has no hessian: a ValueError (API.md)
+    options = [(case, option) for case, option in _options(row)
+               if not (row.name == "multi_margin" and option.get("p", 1) == 1)]
+    assert options
+    for case, option in options[:2]:
         x, target, kwargs = case.make(rng, np.dtype(np.float64), case.shapes["small"], option)
         kwargs = case.call_kwargs(kwargs)
         dx, dkwargs = _to_dask(x, kwargs, row, rng)
