@@ -20,9 +20,9 @@ from cases import torch, torch_class_axis_ce, torch_softmax_focal
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
-# (N, C): chunks of rows (CE: C <= 40, focal: C <= 128) and rows; K-dim with one tile per
-# sample; a trailing 1; K = 2
-SHAPES = [(6, 5), (2, 45), (1, 130), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
+# (N, C): chunks of rows (C <= 40: 5; 32 <= C <= 40 takes each row's own max: 36) and rows
+# (45, 130); K-dim with one tile per sample; a trailing 1; K = 2
+SHAPES = [(6, 5), (2, 36), (2, 45), (1, 130), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
 
 CE_OPTIONS = [
     {},
@@ -168,11 +168,11 @@ def test_matches_central_differences_of_the_gradient(name, option, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, option", CALLS, ids=option_id)
 def test_matches_reference(name, option, dtype, reduction):
-    """Kernel against fastloss.reference: the (N, C) layouts (chunks of rows at C = 9, focal's
-    at C = 100 too; rows at C = 100 (CE) and 300) and tiles of every width (C = 3: 512
-    positions, a partial last tile; C = 40)."""
+    """Kernel against fastloss.reference: the (N, C) layouts (chunks of rows at C = 9 and 36,
+    rows at C = 100 and 300) and tiles of every width (C = 3: 512 positions, a partial last
+    tile; C = 40)."""
     rng = np.random.default_rng(3)
-    for shape in [(40, 9), (9, 100), (7, 300), (2, 3, 3, 201), (2, 40, 37)]:
+    for shape in [(40, 9), (30, 36), (9, 100), (7, 300), (2, 3, 3, 201), (2, 40, 37)]:
         x, target, kwargs = make(rng, dtype, shape, option)
         got = function(fastloss, name)(x, target, reduction=reduction, compute_hess=True,
                                        **kwargs)
