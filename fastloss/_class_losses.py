@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _kernels
 from . import _validation as check
-from ._results import LossGradHess
+from ._results import LossGradHess, LossResult
 
 
 def _reduce(total, denominator, reduction, loss_out):
@@ -178,8 +178,9 @@ def _hess_buffer(compute_hess: bool, hess_out, x: np.ndarray):
     return hess_out if hess_out is not None else _kernels.result_empty(x.shape, x.dtype)
 
 
-def _result(loss_result, loss, grad, hess):
-    return loss_result(loss, grad) if hess is None else LossGradHess(loss, grad, hess)
+def _result(loss, grad, hess):
+    """LossResult, or LossGradHess where a hessian was computed (compute_hess, issue 15)."""
+    return LossResult(loss, grad) if hess is None else LossGradHess(loss, grad, hess)
 
 
 def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothing, reduction,
@@ -187,8 +188,6 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
                           lse_out, compute_hess=False, hess_out=None):
     """fastloss.softmax_cross_entropy with the class-axis options or compute_hess (see its
     docstring)."""
-    from ._api import LossResult
-
     logits = class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -234,15 +233,13 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
         False, x, n_samples, n_classes, inner, indices, probabilities, weight_array, sw,
         per_position, ignore_index, eps, weight_sum, _grad_scale(reduction, denominator), zl,
         cap, 1.0, 0.0, grad, loss_out, lse_out, threads, hess)
-    return _result(LossResult, _reduce(total, denominator, reduction, loss_out), grad, hess)
+    return _result(_reduce(total, denominator, reduction, loss_out), grad, hess)
 
 
 def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, compute_grad, out,
                   n_threads, sample_weight, compute_hess=False, hess_out=None):
     """fastloss.softmax_focal with K-dim logits, sample weights or compute_hess (see its
     docstring)."""
-    from ._api import LossResult
-
     logits = class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -279,7 +276,7 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
         True, x, n_samples, n_classes, inner, indices, None, alpha_array, sw, per_position,
         ignore_index, 0.0, 0.0, _grad_scale(reduction, denominator), 0.0, 0.0, alpha_scalar,
         gamma, grad, loss_out, None, threads, hess)
-    return _result(LossResult, _reduce(total, denominator, reduction, loss_out), grad, hess)
+    return _result(_reduce(total, denominator, reduction, loss_out), grad, hess)
 
 
 def multi_margin_args(input, target, p, margin, weight, reduction, compute_grad, out,
@@ -383,17 +380,7 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     total = _kernels.multi_margin(x, indices, weight_array, p, margin,
                                   _grad_scale(reduction, float(n_samples)), grad, hess,
                                   loss_out, threads)
-    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess,
-                   compute_hess)
-
-
-def _result(loss, grad, hess, compute_hess: bool):
-    """LossResult, or LossGradHess with compute_hess (issue 15)."""
-    from ._results import LossGradHess, LossResult
-
-    if compute_hess:
-        return LossGradHess(loss, grad, hess)
-    return LossResult(loss, grad)
+    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess)
 
 
 def distill_kl_args(logits, target_logits, temperature, reduction, compute_grad, out,
@@ -486,5 +473,4 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
     total = _kernels.distill_kl(x, teacher, temperature,
                                 _grad_scale(reduction, float(n_samples)), grad, hess, loss_out,
                                 threads)
-    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess,
-                   compute_hess)
+    return _result(_reduce(total, float(n_samples), reduction, loss_out), grad, hess)
