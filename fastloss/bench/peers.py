@@ -11,6 +11,11 @@ differentiated input.
   operations), and ``torch.autograd.grad`` (eager forward + backward). ``torch.compile``:
   the same function compiled (``dynamic=False``, recompiled for every case and thread count,
   because inductor bakes the thread count into its code).
+  ``torch.chunked`` (linear_cross_entropy only): ``F.linear_cross_entropy`` with
+  ``options=torch.nn.LinearCrossEntropyOptions()``, torch's batch-chunked path (the
+  ``torch`` row is its reference path, ``options=None``: the full logits).
+* ``monai`` (the overlap losses): MONAI's ``DiceLoss`` / ``DiceLoss(jaccard=True)`` /
+  ``TverskyLoss`` module, made once per case, forward and ``torch.autograd.grad``.
 * ``jax``: ``jax.jit(jax.value_and_grad(loss))``, float64 enabled. XLA sizes its CPU
   thread pool when jax starts, so jax runs only in the all-threads rows.
 * ``sklearn``: the Cython loss objects of ``sklearn._loss`` compute per-sample losses and
@@ -44,7 +49,9 @@ class PeerFamily:
 
 
 PEER_FAMILIES: Dict[str, PeerFamily] = {
-    "torch": PeerFamily("torch", "torch", ("torch", "torch.compile"), "pip install torch"),
+    "torch": PeerFamily("torch", "torch", ("torch", "torch.compile", "torch.chunked"),
+                        "pip install torch"),
+    "monai": PeerFamily("monai", "monai", ("monai",), "pip install monai"),
     "jax": PeerFamily("jax", "jax", ("jax",), "pip install jax"),
     "sklearn": PeerFamily("sklearn", "sklearn", ("sklearn",), "pip install scikit-learn"),
     "numba": PeerFamily("numba", "numba", ("numba",), "pip install numba"),
@@ -82,6 +89,15 @@ def torch_eager(loss_fn: Callable) -> Builder:
             loss = loss_fn(*tensors, **params)
             return loss.detach(), _one_or_tuple(torch.autograd.grad(loss, wrt))
         return call
+    return build
+
+
+def module_eager(make_module: Callable) -> Builder:
+    """make_module(**params) -> a torch.nn.Module computing the loss from the case's tensors
+    (a MONAI loss), made once per case; forward and backward as ``torch_eager``."""
+    def build(case: Case, n_threads: int):
+        module = make_module(**case.params)
+        return torch_eager(lambda *tensors, **params: module(*tensors))(case, n_threads)
     return build
 
 
