@@ -2,9 +2,10 @@
 
 How each peer family computes the same quantity (all are checked against the reference
 before they are timed): every implementation returns the loss as fastloss's default
-reduction gives it (the mean over elements; over rows for the class-axis losses and
-gaussian_kl; the plain sum for the penalties) and its gradient with respect to each
-differentiated input.
+reduction gives it (the mean over elements; over rows for the class-axis losses,
+gaussian_kl, the pair and triplet losses and linear_cross_entropy; over (sample, class)
+for the overlap losses; the plain sum for the penalties) and its gradient with respect to
+each differentiated input.
 
 * ``torch``: the loss written with ``torch.nn.functional`` (the function of the table row's
   ``torch_name`` where torch has the loss, else the formula of the row's docstring in torch
