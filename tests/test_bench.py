@@ -538,3 +538,15 @@ def test_check_result_leaves_out_none_gradients():
     assert "1 gradient(s), expected 2" in bench.check_result(case, (loss, grads[:1]))
     wrong = (grads[0], grads[1] + 1e-3, None)
     assert "gradient 1 differs" in bench.check_result(case, (loss, wrong))
+
+
+def test_margin_ranking_takes_a_target_of_its_inputs_shape_at_any_size():
+    entry = bench.LOSSES["margin_ranking"]
+    for size in ("3000", "20x6"):
+        case = bench.make_case(entry, bench.parse_size(size), "float32")
+        x1, x2, target = case.args
+        assert x1.shape == x2.shape == target.shape == case.shape
+        assert set(np.unique(target)) == {-1.0, 1.0}
+        case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
+        assert bench.check_result(case, entry.resolve_kernel()(*case.args, **case.params)) \
+            is None

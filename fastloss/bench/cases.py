@@ -135,14 +135,15 @@ def triplet_inputs(shape, dtype, rng) -> Inputs:
     return Inputs(tuple(_normal(shape, dtype, rng) for _ in range(3)))
 
 
-def pair_inputs(target_kind: str) -> Callable:
-    """(N, D) or (N,) inputs x1, x2 (standard normal) and a target of one entry per row
-    (per element for a 1-D input), in the input's dtype: "binary" {0, 1} (contrastive:
-    1 = similar) or "sign" {-1, +1} (cosine_embedding, margin_ranking)."""
+def pair_inputs(target_kind: str, per_row: bool = True) -> Callable:
+    """Inputs x1, x2 (standard normal) and a target in the input's dtype, one entry per
+    row (``per_row``: contrastive, cosine_embedding) or per element (margin_ranking):
+    "binary" {0, 1} (contrastive: 1 = similar) or "sign" {-1, +1}."""
     def make(shape, dtype, rng) -> Inputs:
         x1, x2 = _normal(shape, dtype, rng), _normal(shape, dtype, rng)
-        return Inputs((x1, x2, _draw_target(target_kind, shape[:1], dtype, rng)))
-    make.__name__ = f"pair_inputs_{target_kind}"
+        target_shape = shape[:1] if per_row else shape
+        return Inputs((x1, x2, _draw_target(target_kind, target_shape, dtype, rng)))
+    make.__name__ = f"pair_inputs_{target_kind}{'' if per_row else '_elementwise'}"
     return make
 
 

@@ -520,8 +520,8 @@ def _extra_entries():
                       _torch_contrastive, _jax_contrastive)
     yield _pair_entry("cosine_embedding", "rows", pair_inputs("sign"), {"margin": 0.0}, 2,
                       _torch_cosine_embedding, _jax_cosine_embedding)
-    yield _pair_entry("margin_ranking", "flat", pair_inputs("sign"), {"margin": 0.0}, 2,
-                      _torch_margin_ranking, _jax_margin_ranking)
+    yield _pair_entry("margin_ranking", "flat", pair_inputs("sign", per_row=False),
+                      {"margin": 0.0}, 2, _torch_margin_ranking, _jax_margin_ranking)
     yield LossEntry("linear_cross_entropy", "linear", linear_inputs, {}, n_grads=2,
                     grad_slots=3, floor="gemm", max_named=MAX_NAMED,
                     peers=_formula_peers(_torch_linear_ce, _jax_linear_ce,
