@@ -550,3 +550,17 @@ def test_margin_ranking_takes_a_target_of_its_inputs_shape_at_any_size():
         case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
         assert bench.check_result(case, entry.resolve_kernel()(*case.args, **case.params)) \
             is None
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_margin_ranking_peers_take_the_reference_subgradient_at_the_kink(peer):
+    """x1 == x2 with margin 0 puts the hinge exactly at 0, where the reference (as torch's
+    clamp_min) takes the gradient -y: a large random float32 run hits it."""
+    pytest.importorskip(peer)
+    entry = bench.LOSSES["margin_ranking"]
+    case = bench.make_case(entry, bench.parse_size("500"), "float64", seed=1)
+    case.x[:7] = case.args[1][:7]
+    case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
+    assert np.all(case.expected[1][0][:7] != 0)
+    result = entry.peers[peer](case, bench._all_threads())()
+    assert bench.check_result(case, result) is None

@@ -411,7 +411,7 @@ def _jax_triplet(jnp, anchor, positive, negative, margin, p, eps, swap):
     d_ap, d_an = distance(anchor, positive), distance(anchor, negative)
     if swap:
         d_an = jnp.minimum(d_an, distance(positive, negative))
-    return _jax_nn().relu(margin + d_ap - d_an).mean()
+    return _jax_clamp_min0(jnp, margin + d_ap - d_an).mean()
 
 
 def _torch_contrastive(x1, x2, t, margin):
@@ -434,7 +434,8 @@ def _jax_cosine_embedding(jnp, x1, x2, y, margin):
     # torch's: the squared norms each get 1e-12 before the square root of their product
     cos = (x1 * x2).sum(axis=1) / jnp.sqrt(((x1 * x1).sum(axis=1) + 1e-12)
                                            * ((x2 * x2).sum(axis=1) + 1e-12))
-    per_row = jnp.where(y == 1, 1 - cos, jnp.where(y == -1, _jax_nn().relu(cos - margin), 0.0))
+    per_row = jnp.where(y == 1, 1 - cos,
+                        jnp.where(y == -1, _jax_clamp_min0(jnp, cos - margin), 0.0))
     return per_row.mean()
 
 
@@ -443,8 +444,15 @@ def _torch_margin_ranking(x1, x2, y, margin):
     return F.margin_ranking_loss(x1, x2, y, margin=margin)
 
 
+def _jax_clamp_min0(jnp, h):
+    """max(h, 0) whose jax gradient is 1 at h = 0, as torch's clamp_min and the reference
+    (jax.nn.relu's is 0 there): margin_ranking's hinge is exactly 0 wherever x1 == x2, which
+    millions of random float32 draws do hit."""
+    return jnp.where(h >= 0, h, 0.0)
+
+
 def _jax_margin_ranking(jnp, x1, x2, y, margin):
-    return _jax_nn().relu(-y * (x1 - x2) + margin).mean()
+    return _jax_clamp_min0(jnp, -y * (x1 - x2) + margin).mean()
 
 
 def _torch_linear_ce(hidden, weight, target):
