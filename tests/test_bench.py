@@ -205,7 +205,9 @@ def test_sizes():
     assert bench.parse_size("1e6") == bench.Size("1000000", n_elements=1000000)
     assert bench.parse_size("1_000").n_elements == 1000
     assert bench.parse_size("128x1000") == bench.Size("128x1000", shape=(128, 1000))
-    for bad in ("0", "-5", "1.5", "x10", "3x4x5", "big"):
+    assert bench.parse_size("8x4x256x256") == bench.Size("8x4x256x256", shape=(8, 4, 256, 256))
+    assert bench.parse_size("4096x512x32768").shape == (4096, 512, 32768)
+    for bad in ("0", "-5", "1.5", "x10", "3x4x5x6x7", "3x0x5", "big"):
         with pytest.raises(ValueError):
             bench.parse_size(bad)
     softmax, huber = bench.LOSSES["softmax_cross_entropy"], bench.LOSSES["huber"]
@@ -251,6 +253,11 @@ def _peer_params():
             yield pytest.param(name, peer, marks=marks, id=f"{name}-{peer}")
 
 
+# a small explicit size of each layout (the flat one an element count)
+SMALL = {"flat": "3000", "classes": "24x7", "rows": "24x7", "image": "2x3x8x8",
+         "linear": "24x16x40"}
+
+
 @pytest.mark.parametrize("name, peer", list(_peer_params()))
 def test_peer_entries_compute_the_same_quantity_as_the_reference(name, peer):
     """Each peer family's formula and factor conventions (sklearn's "half" losses,
@@ -259,7 +266,7 @@ def test_peer_entries_compute_the_same_quantity_as_the_reference(name, peer):
     at a small size in float64 (and float32 for numba, whose kernels are typed per dtype)."""
     entry = bench.LOSSES[name]
     pytest.importorskip(bench.PEER_FAMILIES[peer.split(".")[0]].module)
-    size = "24x7" if entry.layout != "flat" else "3000"
+    size = SMALL[entry.layout]
     dtypes = ("float64", "float32") if peer == "numba" else ("float64",)
     for dtype in dtypes:
         case = bench.make_case(entry, bench.parse_size(size), dtype, seed=3)
@@ -315,7 +322,8 @@ def test_report_runs_every_loss_of_the_table(tmp_path, capsys):
     for name, entry in bench.LOSSES.items():
         for impl in ("reference", "copy-floor", "fastloss", "fastloss-alloc"):
             assert (name, impl) in seen, (name, impl)
-        assert ((name, "add-floor") in seen) == (entry.floor == "add")
+        for floor in ("add", "io", "gemm"):
+            assert ((name, f"{floor}-floor") in seen) == (entry.floor == floor), (name, floor)
         assert f"\n{name} " in out   # a row of the summary table
     kl = [r for r in report["results"] if r["loss"] == "gaussian_kl"]
     assert {tuple(r["shape"]) for r in kl} == {(4, 64)}
@@ -402,3 +410,157 @@ def test_scaling_sizes_become_class_shapes_of_at_most_1000_classes():
     shapes = [entry.shape_for(bench.parse_size(s)) for s in script.SCALING_SIZES.split(",")]
     assert shapes == [(1, 2), (3, 3), (10, 10), (32, 31), (100, 100), (100, 1000),
                       (1000, 1000), (10000, 1000), (100000, 1000)]
+
+
+# ------------------------------------------------------------------ the second wave's entries
+
+SECOND_WAVE = ("multi_margin", "kl_divergence_with_logits", "dice", "jaccard", "tversky",
+               "dice_softmax", "triplet_margin", "contrastive", "cosine_embedding",
+               "margin_ranking", "linear_cross_entropy")
+
+
+def test_every_loss_of_the_package_is_in_the_report():
+    """Every loss function that fastloss exports has an entry (dice twice: sigmoid, and
+    softmax as dice_softmax), with the peers the brief names."""
+    import fastloss
+    functions = {entry.function_name for entry in bench.LOSSES.values()}
+    not_losses = {"LossResult", "LossGradHess", "openmp_enabled", "show_config", "simd_level",
+                  "set_buffer_cache"}
+    assert set(fastloss.__all__) - not_losses <= functions
+    for name in SECOND_WAVE:
+        entry = bench.LOSSES[name]
+        assert {"torch", "torch.compile", "jax"} <= set(entry.peers), name
+        assert ("monai" in entry.peers) == (entry.layout == "image"), name
+    assert bench.LOSSES["dice_softmax"].params["activation"] == "softmax"
+    assert bench.LOSSES["dice_softmax"].resolve_kernel() is fastloss.dice
+    assert "torch.chunked" in bench.LOSSES["linear_cross_entropy"].peers
+    assert bench.LOSSES["multi_margin"].params["p"] == 1
+    floors = {name: bench.LOSSES[name].floor for name in SECOND_WAVE}
+    assert floors == {"multi_margin": "copy", "kl_divergence_with_logits": "add", "dice": "add",
+                      "jaccard": "add", "tversky": "add", "dice_softmax": "add",
+                      "triplet_margin": "io", "contrastive": "io", "cosine_embedding": "io",
+                      "margin_ranking": "io", "linear_cross_entropy": "gemm"}
+
+
+def test_second_wave_shapes_of_the_named_and_explicit_sizes():
+    names = bench.named_sizes()
+    shape = {name: {label: bench.LOSSES[name].shape_for(bench.parse_size(label))
+                    for label in ("tiny", "cache", "large")} for name in SECOND_WAVE}
+    assert shape["dice"] == {"tiny": (1, 4, 32, 32), "cache": (2, 4, 128, 128),
+                             "large": (16, 4, 256, 256)}
+    assert shape["dice_softmax"]["cache"] == (1, 21, 64, 64)
+    assert shape["triplet_margin"] == {"tiny": (32, 128), "cache": (1024, 128),
+                                       "large": (32768, 128)}
+    assert shape["margin_ranking"]["large"] == (1 << 22,)
+    assert shape["linear_cross_entropy"] == {"tiny": (64, 16, 64), "cache": (64, 16, 2048),
+                                             "large": (128, 256, 32768)}
+    # the named sizes are capped at 2**22 elements (the references' time), whatever the cache
+    assert shape["multi_margin"]["large"] == (4194, 1000)
+    for name in SECOND_WAVE:
+        assert math.prod(shape[name]["large"][:1] + shape[name]["large"][-1:]
+                         if name == "linear_cross_entropy" else shape[name]["large"]) <= 1 << 22
+    # explicit sizes give the issues' benchmark shapes, uncapped
+    assert bench.LOSSES["dice"].shape_for(bench.parse_size("8x4x256x256")) == (8, 4, 256, 256)
+    assert bench.LOSSES["triplet_margin"].shape_for(bench.parse_size("65536x128")) == (65536, 128)
+    linear = bench.LOSSES["linear_cross_entropy"]
+    assert linear.shape_for(bench.parse_size("4096x512x32768")) == (4096, 512, 32768)
+    assert linear.shape_for(bench.parse_size(str(names["large"])))[0] == names["large"] // 32768
+    case = bench.make_case(linear, bench.parse_size("24x16x40"), "float32")
+    hidden, weight, target = case.args
+    assert hidden.shape == (24, 16) and weight.shape == (40, 16) and target.shape == (24,)
+    assert case.n_elements == 24 * 40     # what its sizes count: the logits
+    onehot = bench.make_case(bench.LOSSES["dice_softmax"], bench.parse_size("2x3x4x4"),
+                             "float64").target
+    assert np.array_equal(onehot.sum(axis=1), np.ones((2, 4, 4)))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--losses", "dice", "--sizes", "64x10"], "dice needs a 4-D size NxCxHxW"),
+    (["--losses", "linear_cross_entropy", "--sizes", "8x4x256x256"],
+     "linear_cross_entropy needs a 3-D size NxDxV"),
+    (["--losses", "triplet_margin", "--sizes", "4096x512x32768"],
+     "triplet_margin needs a 2-D size NxD"),
+])
+def test_a_shape_of_another_rank_than_the_layout_exits_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        bench.main(argv)
+    assert exc_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_second_wave_report_with_its_floors_and_shape_lines(tmp_path, capsys):
+    """A tiny run of the new entries at two thread counts: the io floor (one thread), the
+    gemm floor at each thread count with the fastloss rows' ratio to the one at their own
+    count, the summary's /floor the entry's own floor, and the rule each layout used."""
+    json_path = tmp_path / "r.json"
+    argv = ["--quick", "--losses", "dice_softmax,triplet_margin,linear_cross_entropy",
+            "--sizes", "2000", "--threads", "1,2", "--budget", "0.0005", "--json",
+            str(json_path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    report = json.loads(json_path.read_text())
+    assert report["failures"] == []
+    rows = {(r["loss"], r["implementation"], r["threads"]): r for r in report["results"]}
+    assert ("triplet_margin", "io-floor", 1) in rows
+    assert ("triplet_margin", "io-floor", 2) not in rows        # a memory floor: one thread
+    for threads in (1, 2):
+        gemm = rows[("linear_cross_entropy", "gemm-floor", threads)]["median_s"]
+        mine = rows[("linear_cross_entropy", "fastloss", threads)]
+        assert math.isclose(mine["ratio_to_gemm_floor"], mine["median_s"] / gemm)
+    triplet = rows[("triplet_margin", "fastloss", 2)]
+    io = rows[("triplet_margin", "io-floor", 1)]["median_s"]
+    assert math.isclose(triplet["ratio_to_io_floor"], triplet["median_s"] / io)
+    assert triplet["bytes"] == 6 * 15 * 128 * 4           # three inputs read, three written
+    # V = 2000 // 64, N = 2000 // V; the bytes: hidden, weight, targets read, two gradients
+    linear = rows[("linear_cross_entropy", "fastloss", 1)]
+    assert linear["shape"] == [64, 16, 31] and linear["n_elements"] == 64 * 31
+    assert linear["bytes"] == (2 * (64 * 16 + 31 * 16)) * 4 + 64 * 8
+    assert "dice_softmax takes an element count (tiny, cache and large: at most 4194304) as " \
+           "N x C x H x W, C = 21" in out and ": 2000 -> 1x21x8x8\n" in out
+    assert "triplet_margin takes an element count (tiny, cache and large: at most 4194304) " \
+           "as N x D rows, D = min(128, count)" in out
+    assert "N = max(1, count // V), D = V // 128 within [16, 256]: 2000 -> 64x16x31" in out
+    summary = out[out.index("Summary:"):]
+    line = next(l for l in summary.splitlines() if l.startswith("linear_cross_entropy "))
+    assert f"{rows[('linear_cross_entropy', 'fastloss', 2)]['ratio_to_gemm_floor']:.2f}" in line
+
+
+def test_check_result_leaves_out_none_gradients():
+    """linear_cross_entropy returns (grad_hidden, grad_weight, None) without a bias; a peer
+    that differentiates the two arrays returns two gradients: both are right."""
+    entry = bench.LOSSES["linear_cross_entropy"]
+    case = bench.make_case(entry, bench.parse_size("6x4x5"), "float64")
+    loss, grads = entry.resolve_reference()(*case.args)
+    assert grads[2] is None
+    case.expected = (loss, grads)
+    assert bench.check_result(case, (loss, grads)) is None
+    assert bench.check_result(case, (loss, grads[:2])) is None
+    assert "1 gradient(s), expected 2" in bench.check_result(case, (loss, grads[:1]))
+    wrong = (grads[0], grads[1] + 1e-3, None)
+    assert "gradient 1 differs" in bench.check_result(case, (loss, wrong))
+
+
+def test_margin_ranking_takes_a_target_of_its_inputs_shape_at_any_size():
+    entry = bench.LOSSES["margin_ranking"]
+    for size in ("3000", "20x6"):
+        case = bench.make_case(entry, bench.parse_size(size), "float32")
+        x1, x2, target = case.args
+        assert x1.shape == x2.shape == target.shape == case.shape
+        assert set(np.unique(target)) == {-1.0, 1.0}
+        case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
+        assert bench.check_result(case, entry.resolve_kernel()(*case.args, **case.params)) \
+            is None
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_margin_ranking_peers_take_the_reference_subgradient_at_the_kink(peer):
+    """x1 == x2 with margin 0 puts the hinge exactly at 0, where the reference (as torch's
+    clamp_min) takes the gradient -y: a large random float32 run hits it."""
+    pytest.importorskip(peer)
+    entry = bench.LOSSES["margin_ranking"]
+    case = bench.make_case(entry, bench.parse_size("500"), "float64", seed=1)
+    case.x[:7] = case.args[1][:7]
+    case.expected = tuple(entry.resolve_reference()(*case.args, **case.params))
+    assert np.all(case.expected[1][0][:7] != 0)
+    result = entry.peers[peer](case, bench._all_threads())()
+    assert bench.check_result(case, result) is None

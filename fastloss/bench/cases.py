@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 # Builds a zero-argument call for one case and thread count. May raise NotApplicable.
 Builder = Callable[["Case", int], Callable[[], Any]]
 
-LAYOUTS = ("flat", "classes", "rows")
+LAYOUTS = ("flat", "classes", "rows", "image", "linear")
+# the rank of an explicit shape that each layout takes ("flat": any)
+LAYOUT_RANKS = {"classes": 2, "rows": 2, "image": 4, "linear": 3}
 
 
 class NotApplicable(Exception):
@@ -107,63 +109,170 @@ def parameter_inputs(shape, dtype, rng) -> Inputs:
     return Inputs((_normal(shape, dtype, rng),))
 
 
+def logit_pair_inputs(shape, dtype, rng) -> Inputs:
+    """(N, C) student logits and (N, C) teacher logits, both standard normal
+    (kl_divergence_with_logits)."""
+    return Inputs((_normal(shape, dtype, rng), _normal(shape, dtype, rng)))
+
+
+def mask_inputs(shape, dtype, rng) -> Inputs:
+    """(N, C, H, W) standard normal logits and independent binary masks per channel (the
+    multi-label targets of a sigmoid overlap loss), in the input's dtype."""
+    return Inputs((_normal(shape, dtype, rng), (rng.random(shape) < 0.5).astype(dtype)))
+
+
+def one_hot_inputs(shape, dtype, rng) -> Inputs:
+    """(N, C, H, W) standard normal logits and one-hot targets over C (one class per pixel,
+    uniform; the targets of a softmax overlap loss), in the input's dtype."""
+    n, c = shape[:2]
+    labels = rng.integers(0, c, (n,) + tuple(shape[2:]))
+    target = (labels[:, None] == np.arange(c).reshape((1, c) + (1,) * (len(shape) - 2)))
+    return Inputs((_normal(shape, dtype, rng), target.astype(dtype)))
+
+
+def triplet_inputs(shape, dtype, rng) -> Inputs:
+    """(N, D) anchor, positive and negative embeddings, standard normal."""
+    return Inputs(tuple(_normal(shape, dtype, rng) for _ in range(3)))
+
+
+def pair_inputs(target_kind: str, per_row: bool = True) -> Callable:
+    """Inputs x1, x2 (standard normal) and a target in the input's dtype, one entry per
+    row (``per_row``: contrastive, cosine_embedding) or per element (margin_ranking):
+    "binary" {0, 1} (contrastive: 1 = similar) or "sign" {-1, +1}."""
+    def make(shape, dtype, rng) -> Inputs:
+        x1, x2 = _normal(shape, dtype, rng), _normal(shape, dtype, rng)
+        target_shape = shape[:1] if per_row else shape
+        return Inputs((x1, x2, _draw_target(target_kind, target_shape, dtype, rng)))
+    make.__name__ = f"pair_inputs_{target_kind}{'' if per_row else '_elementwise'}"
+    return make
+
+
+def linear_inputs(shape, dtype, rng) -> Inputs:
+    """linear_cross_entropy's hidden (N, D) standard normal, weight (V, D) normal with
+    variance 1/D (so the logits are about standard normal) and (N,) class indices; the
+    shape is (N, D, V)."""
+    n, d, v = shape
+    weight = _normal((v, d), dtype, rng)
+    weight *= weight.dtype.type(1.0 / math.sqrt(max(d, 1)))
+    return Inputs((_normal((n, d), dtype, rng), weight, rng.integers(0, v, n, dtype=np.int64)))
+
+
 # --------------------------------------------------------------------------- the entries
+
+FLOORS = ("add", "copy", "io", "gemm")
+
 
 @dataclasses.dataclass(frozen=True)
 class LossEntry:
     """One loss of the report: everything else (rows, checks, suite) is derived from it.
 
-    layout: "flat" (element-wise; an element count becomes a 1-D array), "classes" ((N, C)
-    logits with class indices) or "rows" ((N, D), gaussian_kl's mean over rows).
+    layout (how a size becomes a shape, ``shape_for``): "flat" (element-wise; an element
+    count becomes a 1-D array), "classes" ((N, C) logits with class indices), "rows" ((N, D)
+    rows of ``width`` columns: gaussian_kl, the pair and triplet losses), "image" ((N, C, H,
+    W), C = ``width``: the overlap losses) or "linear" ((N, D, V): linear_cross_entropy's
+    hidden (N, D), weight (V, D) and targets (N,)).
     n_grads: how many of the leading positional arrays are differentiated (the result's
-    gradient is a tuple when more than one)."""
+    gradient is a tuple when more than one). grad_slots: the length of that tuple and of
+    ``out=`` when it has trailing None entries (linear_cross_entropy's grad_bias without a
+    bias); None: n_grads.
+    function: the fastloss function (and fastloss.reference function) when it is not
+    ``name`` (an entry that runs a function with other options, such as dice_softmax).
+    floor: the memory (or compute) floor the loss is measured against, see run.py: "add",
+    "copy", "io" or "gemm"; None: "add" for element-wise losses, else "copy"."""
 
     name: str
     layout: str
     make_inputs: Callable[[tuple, Any, np.random.Generator], Inputs]
     params: Mapping[str, Any]                 # keyword arguments given to every implementation
-    peers: Mapping[str, Builder]              # "torch", "torch.compile", "jax", "sklearn", "numba"
-    kernel: Optional[Callable] = None         # None: fastloss.<name>
-    reference: Optional[Callable] = None      # None: fastloss.reference.<name>
+    peers: Mapping[str, Builder]              # "torch", "torch.compile", "jax", "sklearn", ...
+    kernel: Optional[Callable] = None         # None: fastloss.<function>
+    reference: Optional[Callable] = None      # None: fastloss.reference.<function>
     n_grads: int = 1
-    floor: Optional[str] = None   # "add" or "copy"; None: "add" for element-wise losses
+    floor: Optional[str] = None   # "add", "copy", "io" or "gemm"; see above
+    function: Optional[str] = None            # None: name
+    width: Optional[int] = None               # rows: D (64); image: C (4)
+    grad_slots: Optional[int] = None          # None: n_grads
+    # the named sizes (tiny, cache, large) count at most this many elements for this loss:
+    # a NumPy reference too slow for --quick at the large size (explicit sizes are not capped)
+    max_named: Optional[int] = None
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout {self.layout!r}: choose from {', '.join(LAYOUTS)}")
         if self.floor is None:
             object.__setattr__(self, "floor", "add" if self.elementwise else "copy")
+        if self.floor not in FLOORS:
+            raise ValueError(f"floor {self.floor!r}: choose from {', '.join(FLOORS)}")
 
     @property
     def elementwise(self) -> bool:
         """An element-wise loss (every element has its own term): the a+b floor applies."""
         return self.layout != "classes"
 
+    @property
+    def function_name(self) -> str:
+        return self.function or self.name
+
     def resolve_kernel(self) -> Optional[Callable]:
         if self.kernel is not None:
             return self.kernel
         import fastloss
-        return getattr(fastloss, self.name, None)
+        return getattr(fastloss, self.function_name, None)
 
     def resolve_reference(self) -> Optional[Callable]:
         if self.reference is not None:
             return self.reference
         from fastloss import reference
-        return getattr(reference, self.name, None)
+        return getattr(reference, self.function_name, None)
+
+    def takes_shape(self, shape: tuple) -> bool:
+        """Whether an explicit shape has this layout's rank (any for "flat")."""
+        return self.layout == "flat" or len(shape) == LAYOUT_RANKS[self.layout]
 
     def shape_for(self, size: "Size") -> tuple:
         if size.shape is not None:
-            if self.layout != "flat" and len(size.shape) != 2:
-                raise ValueError(f"{self.name} needs a 2-D size NxC, got {size.label!r}")
+            if not self.takes_shape(size.shape):
+                rank = LAYOUT_RANKS[self.layout]
+                form = {2: "NxC" if self.layout == "classes" else "NxD", 3: "NxDxV",
+                        4: "NxCxHxW"}[rank]
+                raise ValueError(f"{self.name} needs a {rank}-D size {form}, got "
+                                 f"{size.label!r}")
             return size.shape
         n = size.n_elements
-        if self.layout == "flat":
-            return (n,)
-        if self.layout == "rows":   # a VAE's latent width: 64 columns
-            columns = min(64, n)
-            return (max(1, n // columns), columns)
-        classes = 1000 if n >= 64000 else max(2, math.isqrt(n))
-        return (max(1, n // classes), classes)
+        if size.named and self.max_named is not None:
+            n = min(n, self.max_named)
+        return layout_shape(self.layout, n, self.width)
+
+
+def layout_shape(layout: str, n: int, width: Optional[int] = None) -> tuple:
+    """The shape that an element count becomes in a layout (the rules of the report's
+    header, report._SHAPE_RULES):
+
+    * flat: (n,);
+    * classes: C = 1000 from 64000 elements on, else max(2, isqrt(n)); N = max(1, n // C);
+    * rows: D = min(width, n) (width 64 unless the entry says), N = max(1, n // D);
+    * image: C = width (4 unless the entry says), square planes of side H = W, the largest
+      power of two with C H W <= n, at most 256; N = max(1, n // (C H W));
+    * linear (n counts the (N, V) logits, which linear_cross_entropy never holds):
+      V = min(32768, max(2, n // 64)), N = max(1, n // V), D = V // 128 clamped to
+      [16, 256].
+    """
+    if layout == "flat":
+        return (n,)
+    if layout == "rows":
+        columns = min(width or 64, n)
+        return (max(1, n // columns), columns)
+    if layout == "image":
+        channels = width or 4
+        side = 1 << (math.isqrt(max(1, n // channels)).bit_length() - 1)
+        side = min(256, side)
+        return (max(1, n // (channels * side * side)), channels, side, side)
+    if layout == "linear":
+        classes = min(32768, max(2, n // 64))
+        rows = max(1, n // classes)
+        return (rows, min(256, max(16, classes // 128)), classes)
+    classes = 1000 if n >= 64000 else max(2, math.isqrt(n))
+    return (max(1, n // classes), classes)
 
 
 @dataclasses.dataclass
@@ -204,6 +313,14 @@ class Case:
         return sum(a.nbytes for a in self.args) + sum(a.nbytes for a in self.differentiated)
 
     @property
+    def n_elements(self) -> int:
+        """What a size counts: the elements of the (first) differentiated input, or for
+        linear_cross_entropy those of the (N, V) logits that it never holds."""
+        if self.entry.layout == "linear":
+            return self.shape[0] * self.shape[2]
+        return int(self.x.size)
+
+    @property
     def n_mean(self) -> int:
         """The denominator of "mean": rows for class losses and gaussian_kl, elements
         otherwise."""
@@ -227,9 +344,11 @@ def _tolerances(dtype) -> Tuple[float, float]:
 
 
 def _gradients(grad) -> Tuple[np.ndarray, ...]:
-    """A gradient, or a tuple of them (several differentiated inputs), as NumPy arrays."""
+    """A gradient, or a tuple of them (several differentiated inputs), as NumPy arrays;
+    None entries are left out (linear_cross_entropy's grad_bias without a bias, which a
+    peer differentiating only the arrays it is given does not return)."""
     if isinstance(grad, (tuple, list)):
-        return tuple(np.asarray(g) for g in grad)
+        return tuple(np.asarray(g) for g in grad if g is not None)
     return (np.asarray(grad),)
 
 

@@ -22,6 +22,16 @@ DEFAULT = dict(sizes="tiny,cache,large", dtypes="float32,float64", threads="1,al
                budget=0.15, min_repeats=5, max_total=2.5)
 
 
+def _capped() -> str:
+    """Which losses count fewer elements at the named sizes (LossEntry.max_named)."""
+    caps = {}
+    for entry in LOSSES.values():
+        if entry.max_named is not None:
+            caps.setdefault(entry.max_named, []).append(entry.name)
+    return "; ".join(f"{cap} elements for {', '.join(names)}" for cap, names in caps.items()) \
+        or "nothing"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastloss-bench",
@@ -29,8 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                     "floor and (with --compare) other libraries. Every result is checked "
                     "against the reference first; a wrong result makes the command exit 1.",
         epilog="Sizes: tiny (4096 elements), cache (131072), large (>= 2**24, twice the "
-               "last-level cache), an element count, or a shape NxC. Losses: "
-               + ", ".join(LOSSES) + ".")
+               "last-level cache; capped at " + _capped() + "), an element count, or a "
+               "shape: NxC (class "
+               "losses, rows), NxCxHxW (dice, jaccard, tversky, dice_softmax), NxDxV "
+               "(linear_cross_entropy). Losses: " + ", ".join(LOSSES) + " (dice_softmax: "
+               "fastloss.dice with activation='softmax').")
     parser.add_argument("--quick", action="store_true",
                         help="a short run (float32, fewer repeats; under 20 s on 2 cores)")
     parser.add_argument("--losses", help="comma-separated losses (default: all)")
@@ -39,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", help="comma-separated thread counts or 'all' "
                                           "(default: 1,all)")
     parser.add_argument("--compare", default="",
-                        help="peers: " + ", ".join(PEER_FAMILIES) + ", torch.compile, or all")
+                        help="peers: " + ", ".join(PEER_FAMILIES) + ", torch.compile, "
+                             "torch.chunked, or all")
     parser.add_argument("--budget", type=float,
                         help="seconds of repeats per measurement (default 0.15; --quick 0.03)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -78,9 +92,11 @@ def parse_settings(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, S
         parser.error("--sizes: no size given")
     for size in sizes:
         for name in losses:
-            if size.shape is not None and LOSSES[name].layout != "flat" \
-                    and len(size.shape) != 2:
-                parser.error(f"size {size.label!r} is not a shape NxC")
+            if size.shape is not None and not LOSSES[name].takes_shape(size.shape):
+                try:
+                    LOSSES[name].shape_for(size)
+                except ValueError as exc:
+                    parser.error(str(exc))
     dtypes = _split(args.dtypes or defaults["dtypes"])
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad or not dtypes:
@@ -112,7 +128,7 @@ def parse_settings(argv: Optional[Sequence[str]]) -> Tuple[argparse.Namespace, S
             family, names = known_impls[name], (name,)
         else:
             parser.error(f"--compare: unknown implementation {name!r}; choose from "
-                         f"{', '.join(PEER_FAMILIES)}, torch.compile, all")
+                         f"{', '.join(PEER_FAMILIES)}, torch.compile, torch.chunked, all")
         if not _installed(family.module):
             message = f"{name} is not installed ({family.install}): not compared"
             if message not in missing:

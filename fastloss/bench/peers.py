@@ -2,15 +2,21 @@
 
 How each peer family computes the same quantity (all are checked against the reference
 before they are timed): every implementation returns the loss as fastloss's default
-reduction gives it (the mean over elements; over rows for the class-axis losses and
-gaussian_kl; the plain sum for the penalties) and its gradient with respect to each
-differentiated input.
+reduction gives it (the mean over elements; over rows for the class-axis losses,
+gaussian_kl, the pair and triplet losses and linear_cross_entropy; over (sample, class)
+for the overlap losses; the plain sum for the penalties) and its gradient with respect to
+each differentiated input.
 
 * ``torch``: the loss written with ``torch.nn.functional`` (the function of the table row's
   ``torch_name`` where torch has the loss, else the formula of the row's docstring in torch
   operations), and ``torch.autograd.grad`` (eager forward + backward). ``torch.compile``:
   the same function compiled (``dynamic=False``, recompiled for every case and thread count,
   because inductor bakes the thread count into its code).
+  ``torch.chunked`` (linear_cross_entropy only): ``F.linear_cross_entropy`` with
+  ``options=torch.nn.LinearCrossEntropyOptions()``, torch's batch-chunked path (the
+  ``torch`` row is its reference path, ``options=None``: the full logits).
+* ``monai`` (the overlap losses): MONAI's ``DiceLoss`` / ``DiceLoss(jaccard=True)`` /
+  ``TverskyLoss`` module, made once per case, forward and ``torch.autograd.grad``.
 * ``jax``: ``jax.jit(jax.value_and_grad(loss))``, float64 enabled. XLA sizes its CPU
   thread pool when jax starts, so jax runs only in the all-threads rows.
 * ``sklearn``: the Cython loss objects of ``sklearn._loss`` compute per-sample losses and
@@ -44,7 +50,9 @@ class PeerFamily:
 
 
 PEER_FAMILIES: Dict[str, PeerFamily] = {
-    "torch": PeerFamily("torch", "torch", ("torch", "torch.compile"), "pip install torch"),
+    "torch": PeerFamily("torch", "torch", ("torch", "torch.compile", "torch.chunked"),
+                        "pip install torch"),
+    "monai": PeerFamily("monai", "monai", ("monai",), "pip install monai"),
     "jax": PeerFamily("jax", "jax", ("jax",), "pip install jax"),
     "sklearn": PeerFamily("sklearn", "sklearn", ("sklearn",), "pip install scikit-learn"),
     "numba": PeerFamily("numba", "numba", ("numba",), "pip install numba"),
@@ -82,6 +90,15 @@ def torch_eager(loss_fn: Callable) -> Builder:
             loss = loss_fn(*tensors, **params)
             return loss.detach(), _one_or_tuple(torch.autograd.grad(loss, wrt))
         return call
+    return build
+
+
+def module_eager(make_module: Callable) -> Builder:
+    """make_module(**params) -> a torch.nn.Module computing the loss from the case's tensors
+    (a MONAI loss), made once per case; forward and backward as ``torch_eager``."""
+    def build(case: Case, n_threads: int):
+        module = make_module(**case.params)
+        return torch_eager(lambda *tensors, **params: module(*tensors))(case, n_threads)
     return build
 
 

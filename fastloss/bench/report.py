@@ -4,6 +4,7 @@ markdown file (``--markdown``) and the JSON file (``Report.to_json``, ``--json``
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, List, Sequence, Tuple
 
 from .losses import LOSSES
@@ -35,12 +36,14 @@ def _format_time(seconds: float) -> str:
 
 
 COLUMNS = ("loss", "dtype", "shape", "threads", "implementation", "median", "±IQR/2", "repeats",
-           "GB/s", "vs ref", "/copy", "/a+b")
+           "GB/s", "vs ref", "/copy", "/a+b", "/io", "/gemm")
+FLOOR_COLUMNS = (("copy", "/copy"), ("add", "/a+b"), ("io", "/io"), ("gemm", "/gemm"))
 
 
 def _table_rows(report: Report) -> List[List[str]]:
     order = {name: i for i, name in enumerate(LOSSES)}
-    impl_order = ["reference", "copy-floor", "add-floor", "fastloss", "fastloss-alloc"]
+    impl_order = ["reference", "copy-floor", "add-floor", "io-floor", "gemm-floor", "fastloss",
+                  "fastloss-alloc"]
     rows = sorted(report.results, key=lambda r: (
         order.get(r["loss"], 99), r["dtype"], r["n_elements"],
         0 if r["family"] in ("reference", "floor") else r["threads"],
@@ -54,9 +57,8 @@ def _table_rows(report: Report) -> List[List[str]]:
             r["implementation"], _format_time(r["median_s"]), f"{spread:.1f}%",
             f"{r['repeats']}×{r['calls_per_repeat']}",
             f"{r['gb_per_s']:.2f}", f"{r.get('speedup_vs_reference', float('nan')):.2f}",
-            f"{r['ratio_to_copy_floor']:.2f}" if "ratio_to_copy_floor" in r else "",
-            f"{r['ratio_to_add_floor']:.2f}" if "ratio_to_add_floor" in r else "",
-        ])
+        ] + [f"{r[key]:.2f}" if key in r else ""
+             for key in (f"ratio_to_{floor}_floor" for floor, _ in FLOOR_COLUMNS)])
     return table
 
 
@@ -76,32 +78,62 @@ def _header_lines(report: Report) -> List[str]:
         f"{', '.join(report.settings['compare']) or 'none'}",
         "median of repeats ± half the interquartile range; repeats = timed samples × calls "
         "per sample; GB/s = (input + gradient + target bytes) / time; vs ref = reference "
-        "time / time; /copy, /a+b = time / floor time (np.copyto, np.add out=; 1 thread)",
+        "time / time; /copy, /a+b, /io = time / floor time (np.copyto, np.add out=, every "
+        "input read and every gradient written; 1 thread); /gemm = time / the three GEMMs' "
+        "time at the row's thread count",
     ]
-    shapes = _class_shapes(report)
-    if shapes:
-        lines.append("class-index losses take an element count as N x C, C = 1000 from 64000 "
-                     "elements on, else max(2, isqrt(count)), N = max(1, count // C): "
-                     + ", ".join(f"{label} -> {shape}" for label, shape in shapes))
-    shapes = _class_shapes(report, layout="rows")
-    if shapes:
-        lines.append("gaussian_kl takes an element count as N x D rows, D = min(64, count), "
-                     "N = max(1, count // D): "
-                     + ", ".join(f"{label} -> {shape}" for label, shape in shapes))
+    lines += _shape_lines(report)
     return lines
 
 
-def _class_shapes(report: Report, layout: str = "classes") -> List[Tuple[str, str]]:
-    """(size label, "NxC") for each size that a loss of ``layout`` (class-index losses by
-    default) turned into a shape (explicit shapes NxC left out), in increasing size."""
-    shapes = {}
+# How each layout turns an element count into a shape (cases.layout_shape); "{width}" is
+# the entry's width (D of rows, C of images).
+_SHAPE_RULES = {
+    "classes": "take an element count as N x C, C = 1000 from 64000 elements on, else "
+               "max(2, isqrt(count)), N = max(1, count // C)",
+    "rows": "take an element count as N x D rows, D = min({width}, count), "
+            "N = max(1, count // D)",
+    "image": "take an element count as N x C x H x W, C = {width}, H = W the largest power "
+             "of two with C H W <= count (at most 256), N = max(1, count // (C H W))",
+    "linear": "take an element count as the (N, V) logits (never held), N x D x V: "
+              "V = min(32768, max(2, count // 64)), N = max(1, count // V), "
+              "D = V // 128 within [16, 256]",
+}
+_DEFAULT_WIDTH = {"rows": 64, "image": 4}
+
+
+def _shape_lines(report: Report) -> List[str]:
+    """One line per layout (and width) that turned an element count into a shape: the rule,
+    and "label -> shape" for each size (explicit shapes left out), in increasing size."""
+    groups: Dict[tuple, Tuple[List[str], Dict[str, tuple]]] = {}
     for r in report.results:
         entry = LOSSES.get(r["loss"])
         shape = "x".join(map(str, r["shape"]))
-        if entry is not None and entry.layout == layout and r["size"] != shape:
-            shapes[r["size"]] = (r["n_elements"], shape)
-    return [(label, shape) for label, (_, shape) in
-            sorted(shapes.items(), key=lambda item: item[1][0])]
+        if entry is None or entry.layout == "flat" or r["size"] == shape:
+            continue
+        key = (entry.layout, entry.width or _DEFAULT_WIDTH.get(entry.layout),
+               entry.max_named)
+        names, shapes = groups.setdefault(key, ([], {}))
+        if entry.name not in names:
+            names.append(entry.name)
+        shapes[r["size"]] = (math.prod(r["shape"]), shape)
+    order = list(_SHAPE_RULES)
+    lines = []
+    for (layout, width, cap), (names, shapes) in sorted(
+            groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1] or 0,
+                                              item[0][2] or 0)):
+        who = ("class-index losses" if layout == "classes" and cap is None
+               else ", ".join(names))
+        rule = _SHAPE_RULES[layout].format(width=width)
+        if cap is not None:
+            rule = rule.replace("an element count", f"an element count (tiny, cache and "
+                                f"large: at most {cap})", 1)
+        if (layout != "classes" or cap is not None) and len(names) == 1:
+            rule = rule.replace("take an", "takes an", 1)
+        listed = ", ".join(f"{label} -> {shape}" for label, (_, shape) in
+                           sorted(shapes.items(), key=lambda item: item[1][0]))
+        lines.append(f"{who} {rule}: {listed}")
+    return lines
 
 
 def _summary(report: Report) -> Tuple[str, List[str], List[List[str]]]:
@@ -123,7 +155,10 @@ def _summary(report: Report) -> Tuple[str, List[str], List[List[str]]]:
         best = max(mine, key=lambda r: (r["n_elements"], r["threads"]))
         same = [r for r in report.results if r["loss"] == loss and r["dtype"] == dtype
                 and r["size"] == best["size"]]
-        floor = best.get("ratio_to_add_floor", best.get("ratio_to_copy_floor"))
+        entry = LOSSES.get(loss)
+        floor = best.get(f"ratio_to_{entry.floor}_floor") if entry is not None else None
+        if floor is None:
+            floor = best.get("ratio_to_add_floor", best.get("ratio_to_copy_floor"))
         row = [loss, dtype, "x".join(map(str, best["shape"])), str(best["threads"]),
                _format_time(best["median_s"]), f"{floor:.2f}" if floor is not None else "",
                f"{best['speedup_vs_reference']:.1f}"]
@@ -134,8 +169,9 @@ def _summary(report: Report) -> Tuple[str, List[str], List[List[str]]]:
             row.append(f"{match[0]['median_s'] / best['median_s']:.1f}" if match else "")
         table.append(row)
     title = ("Summary: fastloss (out=) at the largest size and most threads; /floor = time "
-             "over the memory floor (a+b for element-wise losses, copy otherwise); x NAME = "
-             "how many times faster than NAME")
+             "over the loss's floor (a+b for element-wise and overlap losses, io for the pair "
+             "and triplet losses, the three GEMMs at the same threads for "
+             "linear_cross_entropy, copy otherwise); x NAME = how many times faster than NAME")
     return title, columns, table
 
 

@@ -3,7 +3,9 @@ against the reference, then timed at each thread count."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import io
 import os
 import platform
@@ -35,7 +37,8 @@ class Implementation:
 def _fastloss_out(case: Case, n_threads: int) -> Call:
     kernel = case.entry.resolve_kernel()
     grads = tuple(np.empty_like(a) for a in case.differentiated)
-    out = grads[0] if len(grads) == 1 else grads
+    slots = case.entry.grad_slots or len(grads)
+    out = grads[0] if slots == 1 else grads + (None,) * (slots - len(grads))
     args, params = case.args, dict(case.params)
     return lambda: kernel(*args, out=out, n_threads=n_threads, **params)
 
@@ -66,6 +69,111 @@ def _add_floor(case: Case, n_threads: int) -> Call:
     return lambda: np.add(a, b, out=dst)
 
 
+def _io_floor(case: Case, n_threads: int) -> Call:
+    """Every input array read once and every gradient written once, the least any
+    implementation moves: each differentiated input is copied into a gradient buffer, or
+    added to a non-differentiated array of its shape and dtype where there is one (the
+    target of an overlap loss or of margin_ranking), np.add(x, t, out=g). Targets smaller
+    than the inputs (one per row of a pair loss) are not read: 1/D of the traffic."""
+    differentiated = case.differentiated
+    others = [a for a in case.args[len(differentiated):]
+              if a.shape == case.x.shape and a.dtype == case.x.dtype]
+    pairs = [(a, others[k] if k < len(others) else None, np.empty_like(a))
+             for k, a in enumerate(differentiated)]
+
+    def call():
+        for a, b, dst in pairs:
+            if b is None:
+                np.copyto(dst, a)
+            else:
+                np.add(a, b, out=dst)
+        return [dst for _, _, dst in pairs]
+    return call
+
+
+def _check_io(case: Case, result) -> Optional[str]:
+    differentiated = case.differentiated
+    others = [a for a in case.args[len(differentiated):]
+              if a.shape == case.x.shape and a.dtype == case.x.dtype]
+    for k, (a, dst) in enumerate(zip(differentiated, result)):
+        expected = a + others[k] if k < len(others) else a
+        if not np.array_equal(dst, expected):
+            return f"output {k} of the io floor is wrong"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries loaded (SciPy's, once scipy.linalg.blas is
+    imported), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def _gemm_floor(case: Case, n_threads: int) -> Call:
+    """The three GEMMs of a linear layer's forward and backward, unchunked, at the given
+    thread count, with the BLAS that fastloss.linear_cross_entropy calls (SciPy's ?gemm;
+    NumPy's matmul without SciPy): logits = H W^T into an (N, V) buffer, dH = G W and
+    dW = G^T H with that buffer as G. linear_cross_entropy does these with the CE kernel in
+    between, chunk by chunk: the floor is its time without the loss and without chunking."""
+    hidden, weight = case.args[:2]
+    logits = np.empty((hidden.shape[0], weight.shape[0]), dtype=hidden.dtype)
+    grad_hidden, grad_weight = np.empty_like(hidden), np.empty_like(weight)
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        blas = None
+    controller = _blas_controller()
+
+    def limit():
+        if controller is None:
+            return contextlib.nullcontext()
+        return controller.limit(limits=n_threads, user_api="blas")
+
+    if blas is None:
+        def gemms():
+            np.matmul(hidden, weight.T, out=logits)
+            np.matmul(logits, weight, out=grad_hidden)
+            np.matmul(logits.T, hidden, out=grad_weight)
+    else:
+        gemm = blas.sgemm if hidden.dtype == np.float32 else blas.dgemm
+
+        def into(c, *args, **options):
+            # the C-ordered arrays as their Fortran-ordered transposes: nothing is copied
+            result = gemm(1.0, *args, c=c, overwrite_c=1, **options)
+            if result.__array_interface__["data"][0] != c.__array_interface__["data"][0]:
+                c[...] = result
+
+        def gemms():
+            into(logits.T, weight.T, hidden.T, trans_a=1)      # (H W^T)^T = W H^T
+            into(grad_hidden.T, weight.T, logits.T)            # (G W)^T = W^T G^T
+            into(grad_weight.T, hidden.T, logits.T, trans_b=1)  # (G^T H)^T = H^T G
+
+    def call():
+        with limit():
+            gemms()
+        return logits, grad_hidden, grad_weight
+    return call
+
+
+def _check_gemm(case: Case, result) -> Optional[str]:
+    """The first rows of the three products, recomputed in float64 from the inputs."""
+    hidden, weight = (a.astype(np.float64) for a in case.args[:2])
+    logits, grad_hidden, grad_weight = result
+    rows = slice(0, 4)
+    g = logits.astype(np.float64)
+    expected = (hidden[rows] @ weight.T, g[rows] @ weight, g[:, rows].T @ hidden)
+    for name, got, want in zip(("logits", "dH", "dW"), (logits[rows], grad_hidden[rows],
+                                                        grad_weight[rows]), expected):
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * scale):
+            return f"the gemm floor's {name} is wrong"
+    return None
+
+
 def _check_copy(case: Case, result) -> Optional[str]:
     return None if np.array_equal(result, case.x) else "the copy differs from the input"
 
@@ -82,14 +190,23 @@ FASTLOSS_IMPLS = (
 REFERENCE_IMPL = Implementation("reference", "reference", _reference, threaded=False)
 COPY_FLOOR = Implementation("copy-floor", "floor", _copy_floor, threaded=False, check=_check_copy)
 ADD_FLOOR = Implementation("add-floor", "floor", _add_floor, threaded=False, check=_check_add)
+IO_FLOOR = Implementation("io-floor", "floor", _io_floor, threaded=False, check=_check_io)
+# at each thread count: the GEMMs are compute-bound and threaded, as linear_cross_entropy's
+GEMM_FLOOR = Implementation("gemm-floor", "floor", _gemm_floor, threaded=True, check=_check_gemm)
+FLOOR_IMPLS = {"add": ADD_FLOOR, "io": IO_FLOOR, "gemm": GEMM_FLOOR}
 
 
 def implementations(entry: LossEntry, peers: Sequence[str] = ()) -> List[Implementation]:
     """The rows of one loss: reference, floors, fastloss, then the requested peers that
     the table has for this loss (peers are implementation names such as "torch.compile").
-    The a+b floor (a three-stream pass) is there for element-wise losses of two input
-    arrays; the penalties, of one array, have only the copy floor."""
-    rows = [REFERENCE_IMPL, COPY_FLOOR] + ([ADD_FLOOR] if entry.floor == "add" else [])
+    The copy floor is there for every loss; the a+b floor (a three-stream pass) for
+    element-wise losses of two input arrays and the overlap losses; the io floor for the
+    pair and triplet losses (every input read, every gradient written); the gemm floor for
+    linear_cross_entropy (the three GEMMs alone); the penalties, of one array, and the
+    class-index losses have only the copy floor."""
+    rows = [REFERENCE_IMPL, COPY_FLOOR]
+    if entry.floor in FLOOR_IMPLS:
+        rows.append(FLOOR_IMPLS[entry.floor])
     rows += list(FASTLOSS_IMPLS)
     for name in peers:
         if name in entry.peers:
@@ -195,7 +312,7 @@ def _record(report: Report, case: Case, impl: Implementation, threads: int,
     median = timing.median
     row = {
         "loss": case.entry.name, "dtype": str(case.dtype), "size": case.size_label,
-        "shape": list(case.shape), "n_elements": int(case.x.size), "threads": threads,
+        "shape": list(case.shape), "n_elements": case.n_elements, "threads": threads,
         "implementation": impl.name, "family": impl.family,
         "median_s": median, "q1_s": q1, "q3_s": q3, "min_s": min(timing.samples),
         "repeats": len(timing.samples), "calls_per_repeat": timing.calls_per_sample,
@@ -305,10 +422,17 @@ def _run_case(case: Case, settings: Settings, report: Report) -> None:
                 timing = _run_impl(case, impl, n_threads, settings, report)
                 if timing is not None:
                     threaded_rows.append(_record(report, case, impl, n_threads, timing))
+    # a floor's time: one-thread floors (memory) for every row, a threaded floor (the
+    # GEMMs) at the row's own thread count
+    floors = {(r["implementation"], None): r["median_s"] for r in rows.values()
+              if r["family"] == "floor"}
+    floors.update({(r["implementation"], r["threads"]): r["median_s"] for r in threaded_rows
+                   if r["family"] == "floor"})
+    floor_names = sorted({name for name, _ in floors})
     for row in [*rows.values(), *threaded_rows]:
         row["speedup_vs_reference"] = rows["reference"]["median_s"] / row["median_s"]
-        for floor in ("copy-floor", "add-floor"):
-            if floor in rows:
-                row[f"ratio_to_{floor.replace('-', '_')}"] = (
-                    row["median_s"] / rows[floor]["median_s"])
+        for floor in floor_names:
+            time_of_floor = floors.get((floor, None), floors.get((floor, row["threads"])))
+            if time_of_floor is not None:
+                row[f"ratio_to_{floor.replace('-', '_')}"] = row["median_s"] / time_of_floor
 

@@ -1,5 +1,5 @@
 """Sizes of the benchmark report: named sizes (tiny, cache, large), element counts and
-explicit shapes NxC."""
+explicit shapes (NxC, NxDxV, NxCxHxW)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Size:
     label: str
     n_elements: Optional[int] = None
     shape: Optional[tuple] = None
+    named: bool = False   # tiny, cache or large (an entry may cap these: LossEntry.max_named)
 
 
 def _cache_sizes() -> Dict[str, int]:
@@ -48,17 +49,20 @@ def named_sizes() -> Dict[str, int]:
 
 
 def parse_size(text: str) -> Size:
-    """"tiny" | "cache" | "large" | an element count ("100000", "1e6") | a shape "NxC"."""
+    """"tiny" | "cache" | "large" | an element count ("100000", "1e6") | a shape of 2 to 4
+    positive integers: "NxC" (class losses, rows), "NxDxV" (linear_cross_entropy) or
+    "NxCxHxW" (the overlap losses); an element-wise loss takes any of them."""
     text = text.strip().lower()
     names = named_sizes()
     if text in names:
-        return Size(text, n_elements=names[text])
+        return Size(text, n_elements=names[text], named=True)
     if "x" in text:
         parts = text.split("x")
-        if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+        if 2 <= len(parts) <= 4 and all(p.isdigit() and int(p) > 0 for p in parts):
             shape = tuple(int(p) for p in parts)
-            return Size(f"{shape[0]}x{shape[1]}", shape=shape)
-        raise ValueError(f"size {text!r}: a shape is two positive integers NxC, e.g. 4096x1000")
+            return Size("x".join(map(str, shape)), shape=shape)
+        raise ValueError(f"size {text!r}: a shape is 2 to 4 positive integers, NxC (e.g. "
+                         "4096x1000), NxDxV or NxCxHxW")
     try:
         value = float(text.replace("_", ""))
     except ValueError:
