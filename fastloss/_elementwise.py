@@ -246,6 +246,9 @@ del _row
 # ------------------------------------------------------------------ penalties, gaussian_kl
 
 def _penalty(params, strength, out, accumulate, n_threads, squared: bool):
+    result = _kernels.penalty_fast(params, strength, out, accumulate, n_threads, squared)
+    if result is not None:
+        return result
     params = check.float_input(params, "params")
     strength = check.real_scalar(strength, "strength", low=0.0)
     accumulate = check.bool_option(accumulate, "accumulate")

@@ -967,6 +967,39 @@ def elementwise_fast(int kind, object input, object target, tuple scalars, int n
     return tuple.__new__(_LossResult, (loss, grad))
 
 
+def penalty_fast(object params, object strength, object out, object accumulate,
+                 object n_threads, bint squared):
+    """l1_penalty / l2_penalty for plain calls (a C-contiguous float array, a plain number
+    strength >= 0, out None, params itself or a disjoint array just like it), or None."""
+    if not cnp.PyArray_CheckExact(params):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>params
+    cdef int type_num = cnp.PyArray_TYPE(x)
+    if not ((type_num == cnp.NPY_FLOAT or type_num == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_SIZE(x) > 0):
+        return None
+    if not (accumulate is True or accumulate is False):
+        return None
+    if accumulate is True and out is None:
+        return None
+    cdef double s
+    if not plain_real(strength, &s) or not s >= 0.0:
+        return None
+    cdef int threads = plain_n_threads(n_threads)
+    if threads < 0:
+        return None
+    if out is x:
+        if not cnp.PyArray_ISWRITEABLE(x):
+            return None
+    elif out is not None and not (plain_like(out, x) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+                                  and disjoint(<cnp.ndarray>out, x)):
+        return None
+    cdef cnp.ndarray grad = <cnp.ndarray>out if out is not None else result_empty_c(
+        cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), type_num)
+    total = penalty(x, grad, s, squared, accumulate is True, threads)
+    return tuple.__new__(_LossResult, (s * total, grad))
+
+
 def softmax_focal_fast(object logits, object target, object alpha, object gamma,
                        object ignore_index, object reduction, object compute_grad, object out,
                        object n_threads):

@@ -202,7 +202,6 @@ value is finite.""",
                       "factor off"),
                 Param("gamma", 2.0, "focusing exponent; 0, 1 and 2 use no power function",
                       low=0.0)),
-        hessian=None,
         maths="""\
 With p = sigma(x), ce = -t log p - (1 - t) log(1 - p) (BCE with logits),
 q = 1 - p_t = p (1 - t) + (1 - p) t and alpha_t = alpha t + (1 - alpha)(1 - t)
@@ -218,7 +217,15 @@ rounds to 0: this function returns the true (finite) value there.
 
 Stable form: with e = exp(-|x|), P = (1 - t) (x >= 0 ? 1 : e), M = t (x >= 0 ? e : 1):
 p - t = (P - M) / (1 + e), q = (P + M) / (1 + e), r = e / ((1 + e)(P + M)) and
-ce = (1 - t) max(x, 0) + t max(-x, 0) + log1p(e): no cancellation for any finite x.""",
+ce = (1 - t) max(x, 0) + t max(-x, 0) + log1p(e): no cancellation for any finite x.
+
+The second derivative, with s = p (1 - p) = d2ce/dx2, u = 1 - 2t and m = 1 - 2p:
+
+    d2loss/dx2 = alpha_t q^gamma [ s + gamma u r (2 (p - t) + ce ((gamma - 1) u r + m)) ]
+
+(gamma = 0: alpha_t s, the weighted BCE's). It is the exact value, and it is negative
+where p_t is small and gamma > 0 (below p_t of about 0.058 at gamma = 2, t = 1): a
+Newton step needs it floored or replaced (fastloss.boosting does that).""",
         target_kind="binary",
     ),
     ElementwiseLoss(

@@ -281,15 +281,19 @@ def smooth_l1(input, target, *, beta=1.0, weight=None, reduction="mean", compute
 
 
 def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, weight=None, reduction="mean",
-                  compute_grad=True, out=None, n_threads=None):
+                  compute_grad=True, out=None, n_threads=None, compute_hess=False,
+                  hess_out=None):
     """NumPy reference of fastloss.sigmoid_focal (torchvision.ops.sigmoid_focal_loss).
 
-    The focal factor's derivative gamma q^(gamma - 1) p (1 - p) is evaluated in log space,
-    exp((gamma - 1) log q + log p + log(1 - p)) with log q = logaddexp(log(1 - t) + log p,
-    log t + log(1 - p)), so it is finite where q rounds to 0."""
+    The focal factor F = q^gamma's derivatives, gamma q^(gamma - 1) (1 - 2t) s and
+    gamma (gamma - 1) q^(gamma - 2) (1 - 2t)^2 s^2 + gamma q^(gamma - 1) (1 - 2t) s (1 - 2p)
+    with s = p (1 - p), are evaluated in log space (exp((gamma - 1) log q + log s), ...) with
+    log q = logaddexp(log(1 - t) + log p, log t + log(1 - p)), so they are finite where q
+    rounds to 0. The hessian is the product rule's F s + 2 dce F' + ce F''."""
     alpha = check.real_scalar(alpha, "alpha")
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
-    a = _Elementwise(logits, target, "logits", weight, reduction, compute_grad, out, n_threads)
+    a = _Elementwise(logits, target, "logits", weight, reduction, compute_grad, out, n_threads,
+                     compute_hess, hess_out)
     x, t = a.x, a.t
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         log_p = _log_sigmoid(x)
@@ -302,14 +306,23 @@ def sigmoid_focal(logits, target, *, alpha=0.25, gamma=2.0, weight=None, reducti
         focal = q ** gamma
         per_element = alpha_t * ce * focal
         dce = (1 - t) * p - t * not_p
+        log_s = log_p + log_not_p
+        s = np.exp(log_s)
         if gamma == 0:
             # q^0 is a constant: no ce * dfocal term at all (at an infinite logit, ce = inf
             # would make inf * 0 = nan where PyTorch's autograd gives alpha_t dce)
             grad = alpha_t * dce * focal
+            hess = alpha_t * s
         else:
-            dfocal = gamma * (1 - 2 * t) * np.exp((gamma - 1) * log_q + log_p + log_not_p)
+            u = 1 - 2 * t
+            dfocal = gamma * u * np.exp((gamma - 1) * log_q + log_s)
             grad = alpha_t * (dce * focal + ce * dfocal)
-    return a.finish(per_element, grad)
+            d2focal = dfocal * (not_p - p)
+            if gamma != 1:
+                d2focal = d2focal + gamma * (gamma - 1) * u * u * np.exp(
+                    (gamma - 2) * log_q + 2 * log_s)
+            hess = alpha_t * (focal * s + 2 * dce * dfocal + ce * d2focal)
+    return a.finish(per_element, grad, hess)
 
 
 def _nan_where(value, where_nan):
