@@ -556,6 +556,18 @@ class XGBoostObjective(_Adapter):
     def __init__(self, loss, options):
         self._loss = _Loss(loss, options, objective=True)
 
+    def base_score(self, target, sample_weight=None, *, classifier=False, n_classes=None):
+        """XGBoost's ``base_score`` for this objective: the init score, a raw margin, as
+        ``xgb.train`` (without an ``objective`` parameter), ``XGBRegressor`` and the
+        multiclass ``XGBClassifier`` read it (a (k,) array for k classes: XGBoost 3.x takes
+        a vector intercept); with ``classifier=True`` for a binary loss, its probability
+        sigmoid(init), since ``XGBClassifier`` runs a callable objective under the
+        ``binary:logistic`` parameter and reads base_score as a probability."""
+        score = self.init_score(target, sample_weight, n_classes=n_classes)
+        if classifier and self._loss.kind == "binary":
+            return float(1.0 / (1.0 + math.exp(-score)))
+        return score
+
     def __call__(self, predt_or_y_true, dtrain_or_y_pred, *, sample_weight=None):
         if _is_instance(dtrain_or_y_pred, "xgboost", "DMatrix"):
             predt, label = predt_or_y_true, dtrain_or_y_pred.get_label()
