@@ -46,6 +46,8 @@ def softmax_cross_entropy(
     z_loss=0.0,
     logit_softcap=None,
     lse_out=None,
+    compute_hess=False,
+    hess_out=None,
 ) -> LossResult:
     r"""Softmax cross-entropy and its gradient with respect to the logits, in one pass.
 
@@ -76,6 +78,9 @@ def softmax_cross_entropy(
         eps: the target is mixed with the uniform distribution, (1 - eps) target + eps / C.
     reduction : "mean" | "sum" | "none"
     compute_grad, out, n_threads : see the README ("Arguments every loss takes").
+    compute_hess, hess_out : with compute_hess=True the result is LossGradHess(loss, grad,
+        hess), hess the diagonal of the Hessian of the returned loss with respect to the
+        logits (below), scaled like the gradient; hess_out follows the rules of out.
 
     Maths
     -----
@@ -106,15 +111,33 @@ def softmax_cross_entropy(
     logits are taken as N * d1 * ... * dK samples, as torch does, without a transpose: the
     kernel runs over tiles of consecutive positions as vector lanes, looping over the
     strided class axis.
+
+    Second derivatives (compute_hess=True). With S' = S + 2 zl lse and p = softmax(z), the
+    Hessian's diagonal is, per sample,
+
+        d2loss_i/dz_j^2 = s_i [ S' p_j (1 - p_j) + 2 zl p_j^2 ]
+        d2loss_i/dx_j^2 = d2loss_i/dz_j^2 (1 - t_j^2)^2 - (2 / c) t_j (1 - t_j^2) dloss_i/dz_j
+
+    (S p_j (1 - p_j) without z-loss and cap: the coefficients a_j drop out; the second line
+    is the chain rule through c tanh(x / c), whose second derivative is -(2 / c) t (1 - t^2)),
+    scaled like the gradient (1 / the denominator for "mean"); ignored samples get zeros.
+    It is the exact diagonal: LightGBM's multiclass objective multiplies p (1 - p) by
+    C / (C - 1) instead (as its own scaling of the Newton step). 1 - p_j of a row's max is
+    taken from the double sum of exps, (s - 1) / s, so p_j near 1 keeps its digits. The
+    hessian is written in the same pass as the gradient, from the exps, by a compile-time
+    variant of the class-axis kernels (the calls without compute_hess run the kernels
+    as before).
     """
     if (sample_weight is not None or lse_out is not None or logit_softcap is not None
             or not (isinstance(z_loss, (int, float)) and z_loss == 0)
-            or (isinstance(logits, np.ndarray) and logits.ndim != 2)):
+            or (isinstance(logits, np.ndarray) and logits.ndim != 2)
+            or compute_hess is not False or hess_out is not None):
         return _class_losses.softmax_cross_entropy(
             logits, target, weight=weight, ignore_index=ignore_index,
             label_smoothing=label_smoothing, reduction=reduction, compute_grad=compute_grad,
             out=out, n_threads=n_threads, sample_weight=sample_weight, z_loss=z_loss,
-            logit_softcap=logit_softcap, lse_out=lse_out)
+            logit_softcap=logit_softcap, lse_out=lse_out, compute_hess=compute_hess,
+            hess_out=hess_out)
     # the common case (plain arrays, class indices, no weight) without Python-level checks
     result = _kernels.softmax_cross_entropy_fast(logits, target, weight, ignore_index,
                                                  label_smoothing, reduction, compute_grad, out,
@@ -189,6 +212,8 @@ def softmax_focal(
     out=None,
     n_threads=None,
     sample_weight=None,
+    compute_hess=False,
+    hess_out=None,
 ) -> LossResult:
     r"""Softmax focal loss and its gradient with respect to the logits, in one pass.
 
@@ -209,6 +234,9 @@ def softmax_focal(
     reduction : "mean" | "sum" | "none"
         "mean" divides the sum by the number of samples not ignored (nan if there are none).
     compute_grad, out, n_threads : see the README ("Arguments every loss takes").
+    compute_hess, hess_out : with compute_hess=True the result is LossGradHess(loss, grad,
+        hess), hess the diagonal of the Hessian of the returned loss with respect to the
+        logits (below), scaled like the gradient; hess_out follows the rules of out.
 
     Maths
     -----
@@ -227,12 +255,30 @@ def softmax_focal(
     p_y >= 1/2, log s - (x_y - m) elsewhere: accurate for logits of any finite magnitude,
     judged relative to their differences. K-dim logits are N * d1 * ... * dK samples,
     processed as softmax_cross_entropy's (tiles of positions as vector lanes).
+
+    Second derivatives (compute_hess=True). With q = p_y, o = 1 - q, f = o^gamma and
+    v_j = [j == y] - p_j, dq/dx_j = q v_j and the gradient is -alpha_y K(q) v_j, so
+
+        d2loss/dx_j^2 = alpha_y [ K p_j (1 - p_j) - K'(q) q v_j^2 ],
+        -K'(q) q = gamma q o^(gamma - 1) B,   B = 2 - rho o + (gamma - 1) q rho
+
+    (K = o^gamma + gamma q o^(gamma - 1) (-log q) differentiated in q). With v_y = o and
+    v_j^2 = o p_j r_j, r_j = p_j / o in [0, 1] for j != y:
+
+        h_y = alpha_y f o q [1 + 2 gamma + gamma rho (gamma q - o)]
+        h_j = alpha_y p_j [K (1 - p_j) + gamma q f B r_j]        (j != y)
+
+    finite for every gamma >= 0 (no negative power of o is formed); at gamma = 0 both are
+    the cross-entropy's p_j (1 - p_j). h_y is negative where p_y is small (the loss is not
+    convex in x_y there): the exact value is returned. Scaled like the gradient (times s_i,
+    1 / the denominator for "mean"); ignored samples get zeros.
     """
-    if sample_weight is not None or (isinstance(logits, np.ndarray) and logits.ndim != 2):
+    if (sample_weight is not None or (isinstance(logits, np.ndarray) and logits.ndim != 2)
+            or compute_hess is not False or hess_out is not None):
         return _class_losses.softmax_focal(
             logits, target, alpha=alpha, gamma=gamma, ignore_index=ignore_index,
             reduction=reduction, compute_grad=compute_grad, out=out, n_threads=n_threads,
-            sample_weight=sample_weight)
+            sample_weight=sample_weight, compute_hess=compute_hess, hess_out=hess_out)
     result = _kernels.softmax_focal_fast(logits, target, alpha, gamma, ignore_index, reduction,
                                          compute_grad, out, n_threads)
     if result is not None:  # plain arrays, class indices, scalar alpha: the checks done in C

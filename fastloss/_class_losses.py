@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _kernels
 from . import _validation as check
+from ._results import LossGradHess
 
 
 def _reduce(total, denominator, reduction, loss_out):
@@ -167,15 +168,28 @@ def index_denominator(indices, n_classes, ignore_index, weight, sample_weight, p
 
 # ---------------------------------------------------------------------------- the paths
 
+def _hess_buffer(compute_hess: bool, hess_out, x: np.ndarray):
+    """The array that receives the second derivatives (issue 15), or None."""
+    if not compute_hess:
+        return None
+    return hess_out if hess_out is not None else _kernels.result_empty(x.shape, x.dtype)
+
+
+def _result(loss_result, loss, grad, hess):
+    return loss_result(loss, grad) if hess is None else LossGradHess(loss, grad, hess)
+
+
 def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothing, reduction,
                           compute_grad, out, n_threads, sample_weight, z_loss, logit_softcap,
-                          lse_out):
-    """fastloss.softmax_cross_entropy with the class-axis options (see its docstring)."""
+                          lse_out, compute_hess=False, hess_out=None):
+    """fastloss.softmax_cross_entropy with the class-axis options or compute_hess (see its
+    docstring)."""
     from ._api import LossResult
 
     logits = class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)   # issue 15
     threads = check.n_threads(n_threads)
     ignore_index = check.ignore_index(ignore_index)
     eps = check.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
@@ -192,6 +206,10 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
     target_array = np.asarray(target)
     out = check.out_array(out, logits, {"target": target_array, "weight": weight,
                                         "sample_weight": sample_weight, "lse_out": lse_out})
+    hess_out = check.out_array(hess_out, logits, {"target": target_array, "weight": weight,
+                                                  "sample_weight": sample_weight,
+                                                  "lse_out": lse_out, "out": out},
+                               name="hess_out")
     lse_out = extra_out(lse_out, "lse_out", sample_shape, dtype,
                         {"logits": logits, "target": target_array, "weight": weight,
                          "sample_weight": sample_weight})
@@ -207,22 +225,25 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
     # -------- nothing has been written up to here; from here on the call cannot fail
     x = np.ascontiguousarray(logits)
     grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    hess = _hess_buffer(compute_hess, hess_out, x)
     loss_out = _kernels.result_empty(sample_shape, dtype) if reduction == "none" else None
     total = _kernels.class_axis(
         False, x, n_samples, n_classes, inner, indices, probabilities, weight_array, sw,
         per_position, ignore_index, eps, weight_sum, _grad_scale(reduction, denominator), zl,
-        cap, 1.0, 0.0, grad, loss_out, lse_out, threads)
-    return LossResult(_reduce(total, denominator, reduction, loss_out), grad)
+        cap, 1.0, 0.0, grad, loss_out, lse_out, threads, hess)
+    return _result(LossResult, _reduce(total, denominator, reduction, loss_out), grad, hess)
 
 
 def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, compute_grad, out,
-                  n_threads, sample_weight):
-    """fastloss.softmax_focal with K-dim logits or sample weights (see its docstring)."""
+                  n_threads, sample_weight, compute_hess=False, hess_out=None):
+    """fastloss.softmax_focal with K-dim logits, sample weights or compute_hess (see its
+    docstring)."""
     from ._api import LossResult
 
     logits = class_axis_logits(logits)
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)   # issue 15
     threads = check.n_threads(n_threads)
     ignore_index = check.ignore_index(ignore_index)
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
@@ -240,18 +261,22 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
     sw, per_position = sample_weight_array(sample_weight, sample_shape, dtype)
     out = check.out_array(out, logits, {"target": np.asarray(target), "alpha": alpha,
                                         "sample_weight": sample_weight})
+    hess_out = check.out_array(hess_out, logits, {"target": np.asarray(target), "alpha": alpha,
+                                                  "sample_weight": sample_weight, "out": out},
+                               name="hess_out")
     denominator = index_denominator(indices, n_classes, ignore_index, None, sw, per_position,
                                     sample_shape, class_weighted=False)
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     x = np.ascontiguousarray(logits)
     grad = (out if out is not None else _kernels.result_empty(x.shape, x.dtype)) if compute_grad else None
+    hess = _hess_buffer(compute_hess, hess_out, x)
     loss_out = _kernels.result_empty(sample_shape, dtype) if reduction == "none" else None
     total = _kernels.class_axis(
         True, x, n_samples, n_classes, inner, indices, None, alpha_array, sw, per_position,
         ignore_index, 0.0, 0.0, _grad_scale(reduction, denominator), 0.0, 0.0, alpha_scalar,
-        gamma, grad, loss_out, None, threads)
-    return LossResult(_reduce(total, denominator, reduction, loss_out), grad)
+        gamma, grad, loss_out, None, threads, hess)
+    return _result(LossResult, _reduce(total, denominator, reduction, loss_out), grad, hess)
 
 
 def multi_margin_args(input, target, p, margin, weight, reduction, compute_grad, out,

@@ -193,6 +193,7 @@ def class_axis(
     loss_out: Optional[np.ndarray],
     lse_out: Optional[np.ndarray],
     n_threads: int,
+    hess: Optional[np.ndarray] = ...,   # issue 15: the with_hess kernels
 ) -> float: ...
 def multi_margin(
     input: np.ndarray,

@@ -235,6 +235,11 @@ cdef extern from "fl_kernels.h" nogil:
         fl_block_fn multi_margin_f64
         fl_block_fn distill_kl_f32
         fl_block_fn distill_kl_f64
+        # second derivatives of the softmax class-axis losses (issue 15)
+        fl_block_fn class_ce_hess_f32
+        fl_block_fn class_ce_hess_f64
+        fl_block_fn class_focal_hess_f32
+        fl_block_fn class_focal_hess_f64
 
     int FL_ISA_COUNT
     int fl_isa_compiled(int level)
@@ -1359,6 +1364,13 @@ cdef extern from "fl_kernels.h" nogil:
         double *lse_out
         int64_t n_classes, inner, tile, sample_weight_per_position, ignore_index
         double label_smoothing, weight_sum, grad_scale, z_loss, softcap, alpha_scalar, gamma
+    # second derivatives (issue 15): the class-axis arguments and the hessian buffer
+    ctypedef struct fl_class_hess_args_f32:
+        fl_class_axis_args_f32 base
+        float *hess
+    ctypedef struct fl_class_hess_args_f64:
+        fl_class_axis_args_f64 base
+        double *hess
     ctypedef struct fl_multi_margin_args_f32:
         const float *input
         const int64_t *target
@@ -1411,12 +1423,17 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
                cnp.ndarray sample_weight, bint sample_weight_per_position, int64_t ignore_index,
                double label_smoothing, double weight_sum, double grad_scale, double z_loss,
                double softcap, double alpha_scalar, double gamma, cnp.ndarray grad,
-               cnp.ndarray loss_out, cnp.ndarray lse_out, int n_threads):
+               cnp.ndarray loss_out, cnp.ndarray lse_out, int n_threads,
+               cnp.ndarray hess=None):
     """Sum of the per-sample losses (times the sample weights) of softmax cross-entropy
     (focal=False) or softmax focal over logits (N, C, P), all arrays validated and
-    C-contiguous. Writes grad * grad_scale, loss_out (N, P) and lse_out (N, P) where given."""
+    C-contiguous. Writes grad * grad_scale, loss_out (N, P) and lse_out (N, P) where given;
+    with hess (issue 15; grad then given) the Hessian's diagonal * grad_scale too, by the
+    kernels' with_hess variant."""
     cdef fl_class_axis_args_f32 a32
     cdef fl_class_axis_args_f64 a64
+    cdef fl_class_hess_args_f32 h32
+    cdef fl_class_hess_args_f64 h64
     cdef const void *args
     cdef fl_block_fn fn
     cdef int64_t tile = class_axis_tile(n_classes, inner)
@@ -1444,6 +1461,11 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
         a32.z_loss, a32.softcap, a32.alpha_scalar, a32.gamma = z_loss, softcap, alpha_scalar, gamma
         args = &a32
         fn = fl_kernels().class_focal_f32 if focal else fl_kernels().class_ce_f32
+        if hess is not None:
+            h32.base = a32
+            h32.hess = <float *>cnp.PyArray_DATA(hess)
+            args = &h32
+            fn = fl_kernels().class_focal_hess_f32 if focal else fl_kernels().class_ce_hess_f32
     else:
         a64.logits = <const double *>cnp.PyArray_DATA(logits)
         a64.target = <const int64_t *>data_or_null(target)
@@ -1460,6 +1482,11 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
         a64.z_loss, a64.softcap, a64.alpha_scalar, a64.gamma = z_loss, softcap, alpha_scalar, gamma
         args = &a64
         fn = fl_kernels().class_focal_f64 if focal else fl_kernels().class_ce_f64
+        if hess is not None:
+            h64.base = a64
+            h64.hess = <double *>cnp.PyArray_DATA(hess)
+            args = &h64
+            fn = fl_kernels().class_focal_hess_f64 if focal else fl_kernels().class_ce_hess_f64
     return run_blocks(fn, args, n_items, items_per_block, elements_per_item, n_threads)
 
 

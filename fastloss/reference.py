@@ -1177,3 +1177,165 @@ def kl_divergence_with_logits(logits, target_logits, *, temperature=1.0, reducti
         per_sample = temperature ** 2 * terms.sum(axis=1)
         grad = temperature * (np.exp(log_q) - p)
     return _finish(per_sample, grad, float(x.shape[0]), reduction, compute_grad, out, dtype)
+
+
+# ================================ second derivatives of the softmax class-axis losses (issue 15)
+# compute_hess / hess_out of softmax_cross_entropy and softmax_focal: the functions above give
+# the loss and the gradient; the Hessian's diagonal is computed here on the rows of
+# _to_rows in float64, from the textbook second derivatives (docstrings below).
+
+_softmax_cross_entropy_first_order = softmax_cross_entropy
+_softmax_focal_first_order = softmax_focal
+
+
+def _hess_checks(logits, reduction, compute_grad, out, compute_hess, hess_out, inputs):
+    """The hessian's own checks, before the first-order reference runs (which checks the
+    rest and writes nothing when it raises)."""
+    logits = _class.class_axis_logits(logits)
+    check.reduction(reduction)
+    compute_grad = check.grad_request(compute_grad, out)
+    compute_hess = check.hess_request(compute_hess, compute_grad, hess_out)
+    hess_out = check.out_array(hess_out, logits, dict(inputs, out=out), name="hess_out")
+    return logits, hess_out
+
+
+def _place_hess(rows, logits, hess_out, scale):
+    with np.errstate(invalid="ignore", over="ignore"):
+        hess = _from_rows(np.asarray(rows * scale, dtype=logits.dtype), logits.shape)
+    if hess_out is None:
+        return hess
+    hess_out[...] = hess
+    return hess_out
+
+
+def _mean_scale(reduction, denominator):
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / denominator if denominator != 0 else math.nan
+
+
+def softmax_cross_entropy(logits, target, *, weight=None, ignore_index=-100,
+                          label_smoothing=0.0, reduction="mean", compute_grad=True, out=None,
+                          n_threads=None, sample_weight=None, z_loss=0.0, logit_softcap=None,
+                          lse_out=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.softmax_cross_entropy (torch's F.cross_entropy).
+
+    compute_hess: with z = c tanh(x / c) (z = x without a cap), p = softmax(z), coefficients
+    a (fastloss.softmax_cross_entropy's docstring), S = sum_c a_c, lse = log sum exp z,
+    S' = S + 2 zl lse, per sample the Hessian's diagonal is
+    s_i [(S' p_j (1 - p_j) + 2 zl p_j^2) z'_j^2 + (S' p_j - a_j) z''_j],
+    z' = 1 - tanh^2(x / c), z'' = -(2 / c) tanh(x / c) z'; 1 - p_j = -expm1(log p_j).
+    """
+    first = dict(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 reduction=reduction, compute_grad=compute_grad, out=out, n_threads=n_threads,
+                 sample_weight=sample_weight, z_loss=z_loss, logit_softcap=logit_softcap,
+                 lse_out=lse_out)
+    if compute_hess is False and hess_out is None:
+        return _softmax_cross_entropy_first_order(logits, target, **first)
+    logits, hess_out = _hess_checks(logits, reduction, compute_grad, out, compute_hess,
+                                    hess_out, {"target": np.asarray(target), "weight": weight,
+                                               "sample_weight": sample_weight,
+                                               "lse_out": lse_out})
+    result = _softmax_cross_entropy_first_order(logits, target, **first)   # checks the rest
+    dtype, n_classes = logits.dtype, logits.shape[1]
+    eps = float(label_smoothing)
+    zl = float(z_loss)
+    indices, probabilities, sample_shape = _class.class_axis_target(
+        logits, target, ignore_index, allow_probabilities=True)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=dtype).astype(np.float64)
+    sw, per_position = _class.sample_weight_array(sample_weight, sample_shape, dtype)
+    s = _per_row_weight(sw, per_position, sample_shape)
+    x = _to_rows(np.asarray(logits)).astype(np.float64)
+    rows = x.shape[0]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        z = logit_softcap * np.tanh(x / logit_softcap) if logit_softcap is not None else x
+        top = z.max(axis=1, keepdims=True) if rows else np.zeros((0, 1))
+        log_sum = np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+        lse = top + log_sum
+        logp = (z - top) - log_sum   # from the shifted logits: lse may round away log_sum
+        p = np.exp(logp)
+        if indices is not None:
+            kept = indices != ignore_index
+            y = np.where(kept, indices, 0)
+            a = np.zeros((rows, n_classes))
+            a[np.arange(rows), y] = (1 - eps) * w[y]
+            if eps > 0:
+                a = a + eps / n_classes * w
+            a[~kept] = 0
+            denominator = float(np.sum(np.where(kept, w[y] * (s if s is not None else 1.0), 0)))
+        else:
+            kept = np.ones(rows, dtype=bool)
+            a = w * ((1 - eps) * _to_rows(probabilities).astype(np.float64) + eps / n_classes)
+            denominator = float(np.sum(s)) if s is not None else float(rows)
+        softmax_factor = a.sum(axis=1, keepdims=True) + np.where(kept[:, None], 2 * zl * lse, 0)
+        hz = softmax_factor * p * -np.expm1(logp) + np.where(kept[:, None], 2 * zl * p * p, 0)
+        if logit_softcap is not None:
+            th = np.tanh(x / logit_softcap)
+            dz = 1 - th * th
+            gz = softmax_factor * p - a
+            hz = hz * dz * dz - (2 / logit_softcap) * th * dz * gz
+        if s is not None:
+            hz = hz * s[:, None]
+        hz = np.where(kept[:, None], hz, 0.0)
+    hess = _place_hess(hz, logits, hess_out, _mean_scale(reduction, denominator))
+    return LossGradHess(result.loss, result.grad, hess)
+
+
+def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
+                  reduction="mean", compute_grad=True, out=None, n_threads=None,
+                  sample_weight=None, compute_hess=False, hess_out=None):
+    """NumPy reference of fastloss.softmax_focal.
+
+    compute_hess: with q = p_y, o = 1 - q (-expm1(log q)), l = -log q, K = o^gamma +
+    gamma q o^(gamma - 1) l (the gradient is -alpha K v, v_j = [j == y] - p_j), the diagonal
+    is alpha [K p_j (1 - p_j) - K'(q) q v_j^2] with
+    -K'(q) q v_j^2 = gamma q o^(gamma - 2) (2 o - o l + (gamma - 1) q l) v_j^2, formed as
+    gamma q o^gamma (2 o - o l + (gamma - 1) q l) (v_j / o)^2 (v_j / o in [-1, 1]: no
+    negative power of o; 0 where o = 0).
+    """
+    first = dict(alpha=alpha, gamma=gamma, ignore_index=ignore_index, reduction=reduction,
+                 compute_grad=compute_grad, out=out, n_threads=n_threads,
+                 sample_weight=sample_weight)
+    if compute_hess is False and hess_out is None:
+        return _softmax_focal_first_order(logits, target, **first)
+    logits, hess_out = _hess_checks(logits, reduction, compute_grad, out, compute_hess,
+                                    hess_out, {"target": np.asarray(target), "alpha": alpha,
+                                               "sample_weight": sample_weight})
+    result = _softmax_focal_first_order(logits, target, **first)   # checks the rest
+    dtype, n_classes = logits.dtype, logits.shape[1]
+    g = float(gamma)
+    indices, _, sample_shape = _class.class_axis_target(logits, target, ignore_index,
+                                                        allow_probabilities=False)
+    if alpha is None or np.ndim(alpha) == 0:
+        value = 1.0 if alpha is None else float(np.asarray(alpha))
+        alpha_full = np.full(n_classes, value)
+    else:
+        alpha_full = np.asarray(alpha, dtype=dtype).astype(np.float64)
+    sw, per_position = _class.sample_weight_array(sample_weight, sample_shape, dtype)
+    s = _per_row_weight(sw, per_position, sample_shape)
+    x = _to_rows(np.asarray(logits)).astype(np.float64)
+    rows = x.shape[0]
+    kept = indices != ignore_index
+    y = np.where(kept, indices, 0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        top = x.max(axis=1, keepdims=True) if rows else np.zeros((0, 1))
+        logp = x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+        p = np.exp(logp)
+        logq = logp[np.arange(rows), y][:, None]
+        q = np.exp(logq)
+        o = -np.expm1(logq)
+        ell = -logq
+        f = o ** g
+        K = o ** g + (g * q * o ** (g - 1) * ell if g != 0 else 0.0)
+        K = np.where(o > 0, K, 1.0 if g == 0 else 0.0)
+        onehot = np.zeros_like(p)
+        onehot[np.arange(rows), y] = 1
+        v_over_o = np.where(o > 0, (onehot - p) / o, 0.0)
+        curvature = g * q * f * (2 * o - o * ell + (g - 1) * q * ell) * v_over_o ** 2
+        h = alpha_full[y][:, None] * (K * p * -np.expm1(logp) + curvature)
+        if s is not None:
+            h = h * s[:, None]
+        h = np.where(kept[:, None], h, 0.0)
+    denominator = float(np.sum(np.where(kept, s if s is not None else 1.0, 0.0)))
+    hess = _place_hess(h, logits, hess_out, _mean_scale(reduction, denominator))
+    return LossGradHess(result.loss, result.grad, hess)

@@ -253,6 +253,18 @@ FL_DECLARE_DISTILL_KL_ARGS(float, f32)
 FL_DECLARE_DISTILL_KL_ARGS(double, f64)
 /* ---- end of the class-axis losses' declarations (issue 13) ---- */
 
+/* ---- second derivatives of softmax cross-entropy and softmax focal (issue 15): the
+ * class-axis arguments and the (N, C, P) buffer that receives the Hessian's diagonal (times
+ * grad_scale and the sample weights), written in the same pass as the gradient (given). */
+#define FL_DECLARE_CLASS_HESS_ARGS(T, SFX)                                           \
+    typedef struct {                                                                \
+        fl_class_axis_args_##SFX base;                                              \
+        T *hess;                   /* (N, C, P), or the logits (in place) */        \
+    } fl_class_hess_args_##SFX;
+
+FL_DECLARE_CLASS_HESS_ARGS(float, f32)
+FL_DECLARE_CLASS_HESS_ARGS(double, f64)
+
 /* Element-wise math over an array, for the tests of the math layer. */
 typedef enum {
     FL_MATH_EXP = 0,
@@ -300,6 +312,9 @@ typedef struct {
     fl_block_fn class_focal_f32, class_focal_f64;
     fl_block_fn multi_margin_f32, multi_margin_f64;
     fl_block_fn distill_kl_f32, distill_kl_f64;
+    /* second derivatives of the softmax class-axis losses (issue 15) */
+    fl_block_fn class_ce_hess_f32, class_ce_hess_f64;
+    fl_block_fn class_focal_hess_f32, class_focal_hess_f64;
 } fl_kernel_table;
 
 /* Instruction-set levels, lowest first. On non-x86 builds only FL_ISA_BASELINE exists. */
