@@ -350,20 +350,23 @@ def _sigmoid_focal_fisher(x, target, weight, options):
 
 def _softmax_focal_fisher(x, target, sample_weight, options):
     """alpha_y (1 - p_y)^gamma p_j (1 - p_j) times the sample weight, for logits (n, k) or
-    (1, k, n) (the class on axis 1)."""
+    (1, k, n) (the class on axis 1). In double, with 1 - p_j = sum_{c != j} e_c / s formed
+    as (s - e_j) / s: a float32 1 - p_j would lose its digits where p_j is near 1."""
     gamma = float(options.get("gamma", 2.0))
     alpha = options.get("alpha")
-    shifted = x - x.max(axis=1, keepdims=True)
-    p = np.exp(shifted)
-    p /= p.sum(axis=1, keepdims=True)
-    p_y = np.take_along_axis(p, np.expand_dims(target, 1).astype(np.intp), axis=1)
-    factor = (1 - p_y) ** gamma                          # broadcast over the class axis
+    wide = np.asarray(x, dtype=np.float64)
+    exps = np.exp(wide - wide.max(axis=1, keepdims=True))
+    total = exps.sum(axis=1, keepdims=True)
+    p = exps / total
+    rest = (total - exps) / total                        # 1 - p_j
+    index = np.expand_dims(target, 1).astype(np.intp)
+    factor = np.take_along_axis(rest, index, axis=1) ** gamma   # (1 - p_y)^gamma
     if alpha is not None:
-        alpha = np.asarray(alpha, dtype=x.dtype)
+        alpha = np.asarray(alpha, dtype=np.float64)
         factor = factor * (alpha if alpha.ndim == 0 else np.expand_dims(alpha[target], 1))
     if sample_weight is not None:
-        factor = factor * np.expand_dims(np.asarray(sample_weight, dtype=x.dtype), 1)
-    return (p * (1 - p) * factor).astype(x.dtype, copy=False)
+        factor = factor * np.expand_dims(np.asarray(sample_weight, dtype=np.float64), 1)
+    return (p * rest * factor).astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------- init scores
