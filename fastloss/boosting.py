@@ -4,14 +4,16 @@
     from fastloss import boosting
 
     objective = boosting.lightgbm_objective("sigmoid_focal", alpha=0.25, gamma=2.0)
-    train_set = lgb.Dataset(X, y, init_score=np.full(len(y), objective.init_score(y)))
-    booster = lgb.train({"objective": objective, "num_threads": 2}, train_set,
+    start = objective.init_score(y)                 # custom objectives start from 0
+    train_set = lgb.Dataset(X, y, init_score=np.full(len(y), start))
+    booster = lgb.train({"objective": objective}, train_set, 100, valid_sets=[train_set],
                         feval=boosting.lightgbm_metric("sigmoid_focal", gamma=2.0))
-    raw = booster.predict(X, raw_score=True) + objective.init_score(y)  # the init is not kept
+    raw = booster.predict(X, raw_score=True) + start   # the init score is not in the model
 
     objective = boosting.xgboost_objective("softmax_cross_entropy", label_smoothing=0.1)
-    booster = xgb.train({"num_class": 10}, xgb.DMatrix(X, y), obj=objective,
-                        custom_metric=boosting.xgboost_metric("softmax_cross_entropy"))
+    booster = xgb.train({"num_class": 10, "base_score": objective.base_score(y)},
+                        xgb.DMatrix(X, y), 100, obj=objective)
+    raw = booster.predict(xgb.DMatrix(X), output_margin=True)      # (n, 10)
 
 What the adapters return
 ------------------------
@@ -39,10 +41,59 @@ margins once the objective is custom (LightGBM: ``raw_score=True`` is implied; X
 ``output_margin=True`` gives them). The metrics here read raw margins: give them to a booster
 trained with a fastloss objective, not with a built-in one (which passes probabilities).
 
-Facts about the boosters, checked against LightGBM 4.6/4.7 and XGBoost 3.x (the versions
-installed when this module was written; tests/test_boosting.py trains both)
+Facts about the boosters (checked against LightGBM 4.7.0 and XGBoost 3.2.0, their
+sources and runs; tests/test_boosting.py trains both)
 -------------------------------------------------------------------------------------------
-FACTS
+LightGBM 4.7:
+
+- Native API: ``params["objective"] = f`` is called ``f(preds, train_data)``; ``preds`` is
+  LightGBM's float64 score buffer (reused every round: do not keep it), (n,) or, for k
+  classes, an (n, k) Fortran-ordered view of its class-major buffer (sample i of class j at
+  j * n + i). Its ``__boost`` takes (n, k) results, ``ravel(order="F")``s them and casts them
+  to contiguous float32: Fortran-ordered float32 (n, k) arrays (what the objectives here
+  return for LightGBM's layout) pass through both steps as views, without a copy.
+- The native API passes no weights to the objective and does not apply them:
+  ``train_data.get_weight()`` (float32, or None; LightGBM drops all-ones weights) is
+  multiplied in here. Labels come as float32 from ``train_data.get_label()`` (the same
+  array every round).
+- With a custom objective training starts from score 0 (``boost_from_average`` runs only for
+  built-in objectives): pass ``init_score`` to the Dataset (``init_score`` below). The init
+  score is not part of the model: ``predict(X, raw_score=True)`` leaves it out, add it back.
+  LightGBM's own starts: binary log(p / (1 - p)) of the weighted mean label; multiclass
+  log(max(1e-15, prior_k)); regression the weighted mean: ``init_score`` gives the same.
+- scikit-learn wrapper: ``LGBMModel(objective=f)`` counts f's parameters:
+  ``f(y_true, y_pred)`` (no weights given, none applied), ``f(y_true, y_pred, weight)``,
+  ``f(y_true, y_pred, weight, group)``. The objectives here take three, so the wrapper hands
+  them the weights. ``y_pred`` is the same (n, k) Fortran-ordered float64 view. With a
+  callable objective ``LGBMClassifier.predict`` and ``predict_proba`` return raw scores (with
+  a warning); ``fit(init_score=...)`` starts the model. Metrics: ``feval(preds, eval_data)``
+  -> ``(name, value, is_higher_better)``; ``fit(eval_metric=f)`` dispatches on the same count.
+
+XGBoost 3.2:
+
+- Native API: ``xgb.train(params, dtrain, obj=f)`` calls ``f(predt, dtrain)`` with
+  ``predt`` the float32 raw margins, (n,) or (n, k) C-ordered (``num_class`` = k in params);
+  it takes (n, k) results (a flat (n k,) one is deprecated since 2.1) of any float dtype
+  through the array interface. ``dtrain.get_weight()`` is empty without weights and is not
+  applied to a custom objective's output: multiplied in here.
+- ``base_score`` is not fitted for a custom objective: without an ``objective`` parameter the
+  model starts from a margin of 0.5 (the default base_score read through
+  ``reg:squarederror``'s identity link), for every class. Pass ``base_score`` =
+  ``XGBoostObjective.base_score(y)``: a margin; a (k,) array for k classes (XGBoost 3.x
+  keeps a vector intercept; a list of NumPy floats fails to serialise, an ndarray or Python
+  floats work). The built-in objectives start from: ``binary:logistic`` the weighted mean
+  label (margin: its log-odds), ``multi:softprob`` the log priors minus their mean (softmax
+  sees no difference from ``init_score``'s log priors), ``reg:squarederror`` the mean.
+- scikit-learn wrapper: ``XGBModel(objective=f)`` calls ``f(y_true, y_pred)``, or
+  ``f(y_true, y_pred, sample_weight=w)`` when there are weights (and raises if f has no
+  ``sample_weight`` parameter). ``XGBClassifier`` runs a callable objective under
+  ``objective="binary:logistic"`` (``"multi:softprob"`` for k > 2): base_score is then read
+  as a probability for a binary model (``base_score(y, classifier=True)`` gives
+  sigmoid(init)) and as margins for k classes, and ``predict_proba`` applies the sigmoid /
+  softmax to the margins, which is right for the binary and softmax losses here.
+  ``eval_metric=f`` (a callable) is called ``f(y_true, y_pred[, sample_weight=w])`` and
+  returns a number, named by ``f.__name__``; ``custom_metric(predt, dmatrix)`` returns
+  ``(name, value)``. XGBoost keeps a metric's value as printed (6 decimals).
 
 Choices made here
 -----------------
