@@ -32,6 +32,8 @@ def parse():
     parser.add_argument("--train-repeats", type=int, default=2,
                         help="training runs of each kind (the median is shown)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", choices=("calls", "training"), default=None,
+                        help="run one of the two parts")
     return parser.parse_args()
 
 
@@ -242,17 +244,20 @@ def main():
     load = os.getloadavg()
     print(f"fastloss {fastloss.__version__}, SIMD {fastloss.simd_level()}, "
           f"{ARGS.threads} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
-    print("| one objective call (grad + hess) | implementation | median | / copy of the scores |")
-    print("|---|---|---|---|")
-    for case, name, seconds, copy in objective_calls():
-        print(f"| {case} | {name} | {format_time(seconds)} | {seconds / copy:.2f}x |")
-    print(f"\ncopy = np.copy of the scores in the booster's layout and dtype\n")
-    print("| training run | objective | wall time (median) | / built-in | max raw-score "
-          "difference (1000 rows) |")
-    print("|---|---|---|---|---|")
-    for case, name, seconds, base, difference in training_runs():
-        print(f"| {case} | {name} | {format_time(seconds)} | {seconds / base:.2f}x | "
-              f"{difference:.2e} |")
+    if ARGS.only in (None, "calls"):
+        print("| one objective call (grad + hess) | implementation | median | "
+              "/ copy of the scores |")
+        print("|---|---|---|---|")
+        for case, name, seconds, copy in objective_calls():
+            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / copy:.2f}x |")
+        print("\ncopy = np.copy of the scores in the booster's layout and dtype\n")
+    if ARGS.only in (None, "training"):
+        print("| training run | objective | wall time (median) | / built-in | max raw-score "
+              "difference (1000 rows) |")
+        print("|---|---|---|---|---|")
+        for case, name, seconds, base, difference in training_runs():
+            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / base:.2f}x | "
+                  f"{difference:.2e} |")
     load = os.getloadavg()
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

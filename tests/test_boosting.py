@@ -92,11 +92,13 @@ def test_binary_objective_is_the_summed_loss_times_the_weights():
     np.testing.assert_allclose(hess, p * (1 - p), atol=1e-6)
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["via-C-order", "fortran-in-kernel"])
 @pytest.mark.parametrize("order", ["F", "C"])
-def test_multiclass_objective_layout(order):
+def test_multiclass_objective_layout(order, direct, monkeypatch):
     """LightGBM hands (n, k) float64 scores in Fortran order and takes (n, k) back; the
-    result keeps the scores' memory order (Fortran: LightGBM's ravel(order="F") is a view)
-    and is p - onehot, p (1 - p) per (sample, class), whatever the order."""
+    result is p - onehot, p (1 - p) per (sample, class), whatever the order, and with
+    KERNEL_READS_FORTRAN_SCORES keeps LightGBM's order (its ravel(order="F") is a view)."""
+    monkeypatch.setattr(boosting, "KERNEL_READS_FORTRAN_SCORES", direct)
     rng = np.random.default_rng(1)
     n, k = 300, 7
     scores = np.asarray(rng.normal(size=(n, k)) * 2, order=order)
@@ -104,9 +106,11 @@ def test_multiclass_objective_layout(order):
     weights = sample_weights(n)
     grad, hess = boosting.lightgbm_objective("softmax_cross_entropy")(labels, scores, weights)
     assert grad.shape == hess.shape == (n, k) and grad.dtype == hess.dtype == np.float32
-    if order == "F":
+    if order == "F" and direct:
         assert grad.flags.f_contiguous and hess.flags.f_contiguous
         assert np.shares_memory(grad.ravel(order="F"), grad)
+    else:
+        assert grad.flags.c_contiguous and hess.flags.c_contiguous
     p = reference_softmax(scores)
     onehot = np.eye(k)[labels.astype(int)]
     np.testing.assert_allclose(grad, (p - onehot) * weights[:, None], atol=2e-6)
@@ -162,18 +166,24 @@ def test_softmax_focal_hessian_forms():
     assert exact.min() < 0   # h_y where p_y is small
     forms = {form: boosting.xgboost_objective("softmax_focal", alpha=alpha, hessian=form)(
         labels.astype(np.float32), scores, sample_weight=weights) for form in HESSIAN_FORMS}
-    for form, (g, h) in forms.items():
-        np.testing.assert_array_equal(g, grad)
-    np.testing.assert_array_equal(forms["exact"][1], exact)
+    for form, (g, h) in forms.items():   # (the weights are multiplied in after the kernel)
+        np.testing.assert_allclose(g, grad, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(forms["exact"][1], exact, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(forms["fisher"][1], fisher, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(forms["floor"][1], np.maximum(exact, fisher), rtol=1e-5,
                                atol=1e-7)
     assert (forms["floor"][1] > 0).all()
-    # LightGBM's Fortran-ordered scores give the same arrays, in its order
-    lightgbm = boosting.lightgbm_objective("softmax_focal", alpha=alpha)(
-        labels, np.asfortranarray(scores, dtype=np.float64), weights)
-    assert lightgbm[1].flags.f_contiguous
-    np.testing.assert_allclose(lightgbm[1], forms["floor"][1], rtol=1e-5, atol=1e-7)
+    # LightGBM's Fortran-ordered scores give the same arrays, on both paths
+    for direct in (False, True):
+        boosting.KERNEL_READS_FORTRAN_SCORES = direct
+        try:
+            lightgbm = boosting.lightgbm_objective("softmax_focal", alpha=alpha)(
+                labels, np.asfortranarray(scores, dtype=np.float64), weights)
+        finally:
+            boosting.KERNEL_READS_FORTRAN_SCORES = False
+        assert lightgbm[1].flags.f_contiguous == direct
+        np.testing.assert_allclose(lightgbm[0], forms["floor"][0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(lightgbm[1], forms["floor"][1], rtol=1e-5, atol=1e-7)
 
 
 HESSIAN_FORMS = ("exact", "fisher", "floor")
