@@ -514,3 +514,27 @@ def test_objectives_train_and_metrics_agree(request, library, api, task, loss, o
     else:
         name, value = metric(raw, xgb.DMatrix(X, y))
     assert name == loss and value == pytest.approx(expected, rel=1e-12)
+
+
+def test_readme_examples_run():
+    """The README's "Gradient boosting" examples, run as written."""
+    import re
+    from pathlib import Path
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Gradient boosting: `fastloss.boosting`", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    namespace = {}
+    # one OpenMP thread: the examples take the boosters' default (every core), which on a
+    # busy 2-core machine stalls in OpenMP barriers
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        exec(compile(blocks[0], "README (LightGBM)", "exec"), namespace)
+        X, y, raw = namespace["X"], namespace["y"], namespace["raw"]
+        assert ((raw > 0) == (y == 1)).mean() > 0.95
+        exec(compile(blocks[1], "README (XGBoost)", "exec"), namespace)
+    probabilities, y = namespace["probabilities"], namespace["y"]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    assert (probabilities.argmax(axis=1) == y).mean() > 0.95
