@@ -108,10 +108,14 @@ Choices made here
   p_j (1 - p_j) for softmax cross-entropy, where LightGBM's built-in ``multiclass`` uses
   k / (k - 1) p_j (1 - p_j) and XGBoost's ``multi:softprob`` 2 p_j (1 - p_j); ``mse`` is
   (x - y)^2, twice XGBoost's ``reg:squarederror`` (gradient 2 d, hessian 2). A Newton leaf
-  value is -G / (H + lambda), so a constant factor c on the hessian is undone by scaling the
-  learning rate by c and ``lambda_l2`` / ``reg_lambda`` and the minimum hessian of a leaf
-  (``min_sum_hessian_in_leaf`` / ``min_child_weight``) by c: with those, the models are the
-  built-in ones (the tests train both and compare).
+  value is -G / (H + lambda) and a split's gain G^2 / (H + lambda): where fastloss's
+  gradient is a and its hessian c times a built-in objective's, the learning rate times
+  c / a, ``lambda_l2`` / ``reg_lambda`` and the minimum hessian of a leaf
+  (``min_sum_hessian_in_leaf`` / ``min_child_weight``) times c give the same leaves and the
+  same splits (gains a^2 / c times theirs): the built-in model (the tests train both and
+  compare: softmax a = 1, c = (k - 1) / k for LightGBM and 1/2 for XGBoost; mse with
+  XGBoost a = c = 2; LightGBM's ``regression`` is d^2 / 2 too, and with its default lambda
+  0 only the minimum leaf hessian matters).
 - ``mae`` and ``pinball`` have a second derivative of 0 almost everywhere; their hessian is
   the weight (1 per unweighted sample), as LightGBM's and scikit-learn's objectives have.
   LightGBM's built-in ``l1`` / ``quantile`` objectives also re-fit each leaf's value to the
@@ -190,7 +194,7 @@ def focal_hessian_forms():
         p_t q^gamma [ (2 gamma + 1) q - gamma L (q - gamma p_t) ]
 
     (for a hard label; fastloss.sigmoid_focal's compute_hess gives it for any target), which
-    is below 0 once L is large enough: p_t below about 0.06 at gamma = 2. A leaf whose hessian
+    is below 0 once L is large enough: p_t below 0.058 at gamma = 2. A leaf whose hessian
     sum is negative or near 0 gets a Newton value -G / H of the wrong sign or without bound,
     so the exact form is not usable as it is. The options:
 
@@ -342,11 +346,11 @@ class _Loss:
             if weight is None:
                 total = self.function(x, indices, reduction="sum", compute_grad=False,
                                       **self.options)[0]
-            else:   # per-sample losses and a double dot (see KERNEL_READS_FORTRAN_SCORES)
+            else:   # per-sample losses, summed in double (a NumPy sum: np.dot would go to
+                # a threaded BLAS, whose wake-up stalls on a busy machine)
                 losses = self.function(x, indices, reduction="none", compute_grad=False,
                                        **self.options)[0]
-                total = float(np.dot(np.asarray(weight, dtype=np.float64),
-                                     losses.astype(np.float64)))
+                total = float(np.sum(np.asarray(weight, dtype=np.float64) * losses))
         else:
             x = raw.reshape(-1)
             if x.dtype not in (np.float32, np.float64):
