@@ -163,7 +163,10 @@ def index_denominator(indices, n_classes, ignore_index, weight, sample_weight, p
         factors = np.where(kept, w.astype(np.float64)[np.where(kept, indices, 0)], 0.0)
     else:
         factors = kept.astype(np.float64)
-    return float(np.dot(s, factors))
+    # not np.dot: OpenBLAS runs a dot of more than 10000 elements on its own threads, whose
+    # wake-up on a loaded machine cost 1-30 ms per call here (a 65536-sample call measured
+    # 0.6 ms at best, 32 ms median, with another process on the second core)
+    return float(np.sum(s * factors))
 
 
 # ---------------------------------------------------------------------------- the paths

@@ -20,9 +20,9 @@ from cases import torch, torch_class_axis_ce, torch_softmax_focal
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
-# (N, C): chunks of rows (C <= 40) and rows; K-dim with one tile per sample; a trailing 1;
-# K = 2
-SHAPES = [(6, 5), (2, 45), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
+# (N, C): chunks of rows (CE: C <= 40, focal: C <= 128) and rows; K-dim with one tile per
+# sample; a trailing 1; K = 2
+SHAPES = [(6, 5), (2, 45), (1, 130), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
 
 CE_OPTIONS = [
     {},
@@ -168,10 +168,11 @@ def test_matches_central_differences_of_the_gradient(name, option, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, option", CALLS, ids=option_id)
 def test_matches_reference(name, option, dtype, reduction):
-    """Kernel against fastloss.reference: the row layout ((N, C), C = 9 and 300) and tiles
-    of every width (C = 3: 512 positions, a partial last tile; C = 40)."""
+    """Kernel against fastloss.reference: the (N, C) layouts (chunks of rows at C = 9, focal's
+    at C = 100 too; rows at C = 100 (CE) and 300) and tiles of every width (C = 3: 512
+    positions, a partial last tile; C = 40)."""
     rng = np.random.default_rng(3)
-    for shape in [(40, 9), (7, 300), (2, 3, 3, 201), (2, 40, 37)]:
+    for shape in [(40, 9), (9, 100), (7, 300), (2, 3, 3, 201), (2, 40, 37)]:
         x, target, kwargs = make(rng, dtype, shape, option)
         got = function(fastloss, name)(x, target, reduction=reduction, compute_hess=True,
                                        **kwargs)
@@ -348,7 +349,7 @@ def test_every_simd_level_matches_reference(dtype, simd_level):
              ("ce", (2, 700, 37), CE_OPTIONS[4]), ("focal", (2, 3, 700), FOCAL_OPTIONS[3]),
              ("focal", (2, 40, 197), FOCAL_OPTIONS[4]), ("ce", (50, 300), CE_OPTIONS[7]),
              ("ce", (50, 9), CE_OPTIONS[9]), ("focal", (50, 300), FOCAL_OPTIONS[3]),
-             ("focal", (50, 20), FOCAL_OPTIONS[0])]
+             ("focal", (50, 20), FOCAL_OPTIONS[0]), ("focal", (30, 100), FOCAL_OPTIONS[2])]
     for name, shape, option in calls:
         x, target, kwargs = make(rng, dtype, shape, option)
         got = function(fastloss, name)(x, target, reduction="none", compute_hess=True,
