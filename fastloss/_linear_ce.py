@@ -4,9 +4,8 @@ model's head) without ever holding the (N, V) logits.
 The rows are processed in chunks. Per chunk of n rows, one reused (n, V) buffer receives the
 logits ``H_c W^T + b``; fastloss.softmax_cross_entropy turns them into their gradient in place
 (``out=`` the buffer); three BLAS GEMMs and a column sum then give ``dH_c``, add into ``dW``
-and into ``db``. Memory beyond the inputs and the gradients: the chunk buffer (and, until the
-CE kernel takes z_loss / logit_softcap itself, up to two more of its size; see
-``_ce_on_chunk``).
+and into ``db``. Memory beyond the inputs and the gradients: the chunk buffer (the CE kernel
+applies z_loss and logit_softcap in the same in-place pass).
 
 BLAS: SciPy's wrappers of the BLAS ``?gemm`` (scipy.linalg.blas, the library SciPy ships),
 because ``dW += dlogits^T H_c`` needs ``beta = 1``, which ``numpy.matmul`` cannot do: through
@@ -19,7 +18,6 @@ copied.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from typing import Optional
 
@@ -99,67 +97,21 @@ def _blas_threads(n_threads: Optional[int]):
 
 
 # ------------------------------------------------------------------------- the CE step
-# Issue 9 adds z_loss and logit_softcap to softmax_cross_entropy. Once it has them, the chunk
-# goes straight to the kernel; until then the two options are NumPy passes over the chunk
-# buffer around the kernel (_ce_on_chunk_numpy). Switching is automatic: this flag.
-_KERNEL_TAKES_Z_AND_SOFTCAP = {"z_loss", "logit_softcap"} <= set(
-    inspect.signature(softmax_cross_entropy).parameters)
 
-
-def _ce_on_chunk(logits, target, kept, ce_options, z_loss, softcap, reduction, compute_grad,
-                 n_threads, scratch):
+def _ce_on_chunk(logits, target, ce_options, z_loss, softcap, reduction, compute_grad,
+                 n_threads):
     """Loss of one chunk ("sum": a float, "none": per-sample losses) and, with compute_grad,
-    the gradient of the chunk's summed loss written over `logits` (the chunk buffer)."""
-    plain = z_loss == 0.0 and softcap is None
-    if plain or _KERNEL_TAKES_Z_AND_SOFTCAP:
-        extra = {} if plain else {"z_loss": z_loss, "logit_softcap": softcap}
-        return softmax_cross_entropy(logits, target, **ce_options, **extra, reduction=reduction,
-                                     compute_grad=compute_grad,
-                                     out=logits if compute_grad else None,
-                                     n_threads=n_threads).loss
-    return _ce_on_chunk_numpy(logits, target, kept, ce_options, z_loss, softcap, reduction,
-                              compute_grad, n_threads, scratch)
-
-
-def _ce_on_chunk_numpy(logits, target, kept, ce_options, z_loss, softcap, reduction,
-                       compute_grad, n_threads, scratch):
-    """z_loss and logit_softcap as NumPy passes around the CE kernel (see linear_cross_entropy
-    for the maths). `scratch` holds two buffers of the chunk's shape."""
-    capped_tanh, probabilities = scratch[0][: len(logits)], scratch[1][: len(logits)]
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if softcap is not None:
-            np.divide(logits, softcap, out=capped_tanh)
-            np.tanh(capped_tanh, out=capped_tanh)
-            np.multiply(capped_tanh, softcap, out=logits)
-        if z_loss > 0.0:
-            row_max = logits.max(axis=1, keepdims=True)
-            np.subtract(logits, row_max, out=probabilities)
-            np.exp(probabilities, out=probabilities)
-            row_sum = probabilities.sum(axis=1, dtype=np.float64)
-            lse = row_max[:, 0].astype(np.float64) + np.log(row_sum)
-            z_terms = np.where(kept, z_loss * lse * lse, 0.0)
-        loss = softmax_cross_entropy(logits, target, **ce_options, reduction=reduction,
-                                     compute_grad=compute_grad,
-                                     out=logits if compute_grad else None,
-                                     n_threads=n_threads).loss
-        if z_loss > 0.0:
-            if reduction == "none":
-                loss = (loss + z_terms).astype(logits.dtype)
-            else:
-                loss = loss + float(z_terms.sum())
-            if compute_grad:
-                # d(z lse^2)/dx_j = 2 z lse p_j; p = exp(x - max) / sum, zero on ignored rows
-                coefficient = np.where(kept, 2.0 * z_loss * lse / row_sum, 0.0)
-                probabilities[~kept] = 0
-                np.multiply(probabilities, coefficient[:, None], out=probabilities,
-                            casting="same_kind")
-                np.add(logits, probabilities, out=logits)
-        if softcap is not None and compute_grad:
-            # d(c tanh(x / c))/dx = 1 - tanh(x / c)^2
-            np.square(capped_tanh, out=capped_tanh)
-            np.subtract(1, capped_tanh, out=capped_tanh)
-            np.multiply(logits, capped_tanh, out=logits)
-    return loss
+    the gradient of the chunk's summed loss written over `logits` (the chunk buffer): the
+    CE kernel with every option, z_loss and logit_softcap included, in place."""
+    extra = {}
+    if z_loss != 0.0:
+        extra["z_loss"] = z_loss
+    if softcap is not None:
+        extra["logit_softcap"] = softcap
+    return softmax_cross_entropy(logits, target, **ce_options, **extra, reduction=reduction,
+                                 compute_grad=compute_grad,
+                                 out=logits if compute_grad else None,
+                                 n_threads=n_threads).loss
 
 
 # ------------------------------------------------------------------------- argument checks
@@ -393,9 +345,6 @@ def linear_cross_entropy(
 
     rows = min(rows_per_chunk, n_samples)
     buffer = np.empty((rows, n_classes), dtype) if rows > 0 else None
-    scratch = None
-    if (z_loss > 0.0 or softcap is not None) and not _KERNEL_TAKES_Z_AND_SOFTCAP and rows > 0:
-        scratch = (np.empty_like(buffer), np.empty_like(buffer))
     loss_out = np.empty(n_samples, dtype) if reduction == "none" else None
     bias_sum = np.zeros(n_classes, np.float64) if grad_bias is not None else None
     total = 0.0
@@ -410,8 +359,8 @@ def linear_cross_entropy(
             if bias is not None:
                 np.add(logits, bias, out=logits)
             target_chunk = indices[start:stop] if indices is not None else probabilities[start:stop]
-            part = _ce_on_chunk(logits, target_chunk, kept[start:stop], ce_options, z_loss,
-                                softcap, chunk_reduction, compute_grad, n_threads, scratch)
+            part = _ce_on_chunk(logits, target_chunk, ce_options, z_loss, softcap,
+                                chunk_reduction, compute_grad, n_threads)
             if loss_out is not None:
                 loss_out[start:stop] = part
             else:

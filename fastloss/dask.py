@@ -6,10 +6,16 @@ Dask arrays (or NumPy arrays) chunked along axis 0, the sample axis, and returns
 
 - ``loss``: a 0-d Dask array of float64 for ``"sum"`` and ``"mean"`` (and ``"batchmean"``
   where the loss has it), a Dask array of per-sample losses in the input's dtype for
-  ``"none"`` (shape (N,) for the class-axis losses, the input's shape for the element-wise
-  ones), chunked like the input along axis 0;
+  ``"none"`` (shape (N, d1, ..., dK) for the class-axis losses -- the logits' shape without
+  the class axis --, the input's shape for the element-wise ones), chunked like the input
+  along axis 0;
 - ``grad``: a Dask array of the input's shape, dtype and chunks (None with
-  ``compute_grad=False``).
+  ``compute_grad=False``);
+- with ``compute_hess=True`` (the losses whose single-machine function takes it),
+  ``LossGradHess(loss, grad, hess)``, ``hess`` like ``grad``.
+
+The class-axis losses take K-dim logits (N, C, d1, ..., dK) chunked along N only, and
+``sample_weight`` (N,) or of the target's sample shape, chunked with the input.
 
 How it is computed
 ------------------
@@ -24,11 +30,12 @@ Every chunk runs fastloss's own kernel on its rows with ``reduction="sum"`` (``"
   groups, which we do not want to depend on.)
 - The ``"mean"`` denominator D is formed over the whole array first (a table row says how:
   the element count, the number of samples, the count of kept class-index targets or the
-  sum of their class weights); where it depends on the data (ignored targets, class
-  weights) it is a first, cheap pass over the targets only, summed in chunk order like the
-  loss. Each chunk's gradient is then multiplied by the global ``1 / D`` in the input's
-  dtype, and the loss is ``total / D``. As in the single-machine call, D = 0 gives a nan
-  loss, nan gradient rows for the kept samples and zero rows for the ignored ones.
+  sum of their sample weight times class weight); where it depends on the data (ignored
+  targets, class or sample weights) it is a first, cheap pass over the targets (and sample
+  weights) only, summed in chunk order like the loss. Each chunk's gradient (and hessian)
+  is then multiplied by the global ``1 / D`` in the input's dtype, and the loss is
+  ``total / D``. As in the single-machine call, D = 0 gives a nan loss, nan gradient rows
+  for the kept samples and zero rows for the ignored ones.
 - Per-chunk kernels run with ``n_threads=1`` by default: Dask owns the parallelism (one
   task per worker thread). Pass ``n_threads`` to change it (None: OpenMP's default).
 
@@ -74,7 +81,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 import fastloss
-from fastloss import LossResult
+from fastloss import LossGradHess, LossResult
 
 ELEMENTWISE = "elementwise"   # any shape; a loss per element; "none" has the input's shape
 CLASS_AXIS = "class_axis"     # (N, C, ...) logits; a loss per sample; "none" drops axis 1
@@ -83,8 +90,8 @@ CLASS_AXIS = "class_axis"     # (N, C, ...) logits; a loss per sample; "none" dr
 SPLIT_EVERY = 32
 
 # arguments of the single-machine functions that have no meaning here (Dask arrays are
-# immutable: no out=) or that this adapter does not support yet (hessians, lse_out)
-_NOT_SUPPORTED = frozenset({"out", "hess_out", "lse_out", "compute_hess"})
+# immutable: no out=, hess_out=) or that this adapter does not support (lse_out)
+_NOT_SUPPORTED = frozenset({"out", "hess_out", "lse_out"})
 
 
 # ================================================================ "mean" denominators
@@ -99,7 +106,8 @@ class ElementCount:
 
 @dataclass(frozen=True)
 class SampleCount:
-    """The number of samples, the input's length along axis 0 (kl_div's "batchmean")."""
+    """The number of samples, the input's length along axis 0 (kl_div's "batchmean", the
+    "mean" of multi_margin and kl_divergence_with_logits)."""
 
     def form(self, call: "_Call") -> Union[float, "_DataDenominator"]:
         return float(call.input.shape[0])
@@ -107,54 +115,84 @@ class SampleCount:
 
 @dataclass(frozen=True)
 class KeptTargets:
-    """Class-index targets: the number of targets that are not ``ignore_index``, or, with
-    a class weight (the argument named ``class_weight``), the sum of the kept targets' class
-    weights. Probability targets (a target with the input's number of axes): the number of
-    samples, as PyTorch."""
+    """The class-axis "mean" (API.md, "Class-axis losses"): over the positions (samples of
+    (N, C) logits; (sample, d1, ..., dK) of K-dim ones) whose class-index target is not
+    ``ignore_index``, the sum of s_i w_{y_i}: s the ``sample_weight`` (1 without one), w the
+    class weight (the argument named ``class_weight``; 1 without one). Probability targets (a
+    target with the input's number of axes): the sum of s_i over every position (their
+    number without a sample weight), as PyTorch."""
 
     class_weight: Optional[str] = None
 
     def form(self, call: "_Call") -> Union[float, "_DataDenominator"]:
         target = call.sample_arrays["target"]
-        if target.ndim == call.input.ndim:  # probabilities
-            return float(call.input.shape[0])
-        weight_name = self.class_weight if self.class_weight in call.whole_arrays else None
-        part = _KeptTargetsPart(int(call.arguments["ignore_index"]), int(call.input.shape[1]),
-                                np.dtype(call.input.dtype), weight_name is not None)
-        return _DataDenominator(part, "target", weight_name)
+        x = call.input
+        probabilities = target.ndim == x.ndim
+        sample_weight = "sample_weight" if "sample_weight" in call.sample_arrays else None
+        if probabilities and sample_weight is None:
+            return float(math.prod(x.shape[:1] + x.shape[2:]))
+        weight_name = (self.class_weight if not probabilities
+                       and self.class_weight in call.whole_arrays else None)
+        part = _KeptTargetsPart(int(call.arguments.get("ignore_index", -100)), int(x.shape[1]),
+                                np.dtype(x.dtype), weight_name is not None,
+                                sample_weight is not None, probabilities)
+        samples = ("target",) + ((sample_weight,) if sample_weight else ())
+        return _DataDenominator(part, samples, weight_name)
 
 
 @dataclass(frozen=True)
 class _KeptTargetsPart:
     """One chunk's share of KeptTargets' denominator, in double; also says which of the
-    chunk's rows are ignored (they keep a zero gradient when the denominator is 0)."""
+    chunk's rows are ignored (they keep a zero gradient when the denominator is 0).
+    Called with the chunk's target, then its sample weights (if sample_weighted), then the
+    whole class weight (if weighted)."""
 
     ignore_index: int
     n_classes: int
     dtype: np.dtype
     weighted: bool
+    sample_weighted: bool = False
+    probabilities: bool = False
 
-    def __call__(self, target: np.ndarray, weight: Optional[np.ndarray] = None) -> float:
+    def __call__(self, target: np.ndarray, *rest: np.ndarray) -> float:
         target = np.asarray(target)
+        rest = list(rest)
+        sample_weight = np.asarray(rest.pop(0)) if self.sample_weighted else None
+        class_weight = np.asarray(rest.pop(0)) if self.weighted else None
+        if self.probabilities:   # every position counts, with its sample weight
+            positions = target.shape[:1] + target.shape[2:]
+            s = sample_weight.astype(self.dtype, copy=False).astype(np.float64)
+            return float(np.sum(np.broadcast_to(
+                s.reshape(s.shape + (1,) * (len(positions) - s.ndim)), positions)))
         # out-of-range indices are left out here; the chunk's kernel call reports them
         kept = (target != self.ignore_index) & (target >= 0) & (target < self.n_classes)
-        if not self.weighted:
+        if not self.weighted and not self.sample_weighted:
             return float(np.count_nonzero(kept))
-        # the single-machine call converts the class weights to the input's dtype first
-        class_weight = np.asarray(weight).astype(self.dtype, copy=False)
-        return float(np.sum(class_weight[target[kept]], dtype=np.float64))
+        # the single-machine call converts the weights to the input's dtype first and
+        # multiplies them in double
+        factor = np.ones(target.shape, np.float64)
+        if self.weighted:
+            w = class_weight.astype(self.dtype, copy=False).astype(np.float64)
+            factor[kept] = w[target[kept]]
+        if self.sample_weighted:
+            s = sample_weight.astype(self.dtype, copy=False).astype(np.float64)
+            factor = factor * s.reshape(s.shape + (1,) * (target.ndim - s.ndim))
+        return float(np.sum(factor[kept], dtype=np.float64))
 
     def ignored_rows(self, target: np.ndarray) -> np.ndarray:
-        return np.asarray(target) == self.ignore_index
+        target = np.asarray(target)
+        if self.probabilities:
+            return np.zeros(target.shape[:1] + target.shape[2:], bool)
+        return target == self.ignore_index
 
 
 @dataclass(frozen=True)
 class _DataDenominator:
-    """A denominator formed from the data: `part` per chunk of the argument `sample`, with
-    the whole array `whole` (or None) as its second argument."""
+    """A denominator formed from the data: `part` per chunk of the arguments `samples` (in
+    order), with the whole array `whole` (or None) as its last argument."""
 
     part: Callable
-    sample: str
+    samples: Tuple[str, ...]
     whole: Optional[str]
 
 
@@ -186,11 +224,16 @@ class DaskLoss:
 _WEIGHTED = ("weight",)
 
 LOSSES: Tuple[DaskLoss, ...] = (
-    # class-axis losses: (N, C) logits, targets (N,) class indices or (N, C) probabilities
-    DaskLoss("softmax_cross_entropy", CLASS_AXIS, whole_args=("weight",),
-             denominators={"mean": KeptTargets(class_weight="weight")}),
-    DaskLoss("softmax_focal", CLASS_AXIS, whole_args=("alpha",),
-             denominators={"mean": KeptTargets()}),
+    # class-axis losses: (N, C, d1, ..., dK) logits, targets (N, d1, ..., dK) class indices
+    # or probabilities of the logits' shape, sample weights (N,) or the target's sample shape
+    DaskLoss("softmax_cross_entropy", CLASS_AXIS, sample_args=("target", "sample_weight"),
+             whole_args=("weight",), denominators={"mean": KeptTargets(class_weight="weight")}),
+    DaskLoss("softmax_focal", CLASS_AXIS, sample_args=("target", "sample_weight"),
+             whole_args=("alpha",), denominators={"mean": KeptTargets()}),
+    DaskLoss("multi_margin", CLASS_AXIS, whole_args=("weight",),
+             denominators={"mean": SampleCount()}),
+    DaskLoss("kl_divergence_with_logits", CLASS_AXIS, sample_args=("target_logits",),
+             denominators={"mean": SampleCount()}),
     # element-wise losses: "mean" divides by the element count, weighted or not
     DaskLoss("binary_cross_entropy_with_logits", ELEMENTWISE,
              broadcast_args=("weight", "pos_weight")),
@@ -217,14 +260,15 @@ LOSSES: Tuple[DaskLoss, ...] = (
 @dataclass(frozen=True)
 class _ChunkKernel:
     """The task of one chunk: fastloss.<name> on its rows. Returns (loss sum as a float,
-    gradient or None, per-sample losses or None), the gradient scaled by 1 / denominator
-    for the averaging reductions."""
+    gradient or None, per-sample losses or None, hessian or None), the gradient and hessian
+    scaled by 1 / denominator for the averaging reductions."""
 
     name: str
     array_names: Tuple[str, ...]   # the keyword names of the array arguments passed
     options: Tuple[Tuple[str, Any], ...]
     kernel_reduction: str          # "sum" or "none"
     compute_grad: bool
+    compute_hess: bool
     n_threads: Optional[int]
     averaged: bool                 # the gradient is divided by a denominator
     denominator: Optional[float]   # known before the data; None: passed as the last value
@@ -237,19 +281,23 @@ class _ChunkKernel:
         if self.averaged and denominator is None:  # formed from the data: the last value
             denominator = values.pop()
         arrays = dict(zip(self.array_names, values))
+        hess_request = {"compute_hess": True} if self.compute_hess else {}
         try:
             result = getattr(fastloss, self.name)(
                 x, **arrays, **dict(self.options), reduction=self.kernel_reduction,
-                compute_grad=self.compute_grad, n_threads=self.n_threads)
+                compute_grad=self.compute_grad, n_threads=self.n_threads, **hess_request)
         except (ValueError, TypeError) as error:
             raise type(error)(f"fastloss.dask.{self.name}, chunk of samples "
                               f"{self.rows[0]}:{self.rows[1]}: {error}") from error
         grad = result.grad
+        hess = result.hess if self.compute_hess else None
         if self.averaged and grad is not None and grad.size:
             _scale_gradient(grad, denominator, self.ignored_rows, arrays)
+            if hess is not None:
+                _scale_gradient(hess, denominator, self.ignored_rows, arrays)
         if self.kernel_reduction == "none":
-            return 0.0, grad, result.loss
-        return float(result.loss), grad, None
+            return 0.0, grad, result.loss, hess
+        return float(result.loss), grad, None, hess
 
 
 def _scale_gradient(grad: np.ndarray, denominator: float, ignored_rows, arrays) -> None:
@@ -357,7 +405,7 @@ def _whole(array):
 def _sort_arguments(loss: DaskLoss, input_name: str, arguments: Dict[str, Any]) -> _Call:
     x = _sample_chunked_input(arguments[input_name], input_name, loss.name)
     call = _Call(loss, input_name, x, arguments)
-    controls = {input_name, "reduction", "compute_grad", "n_threads"}
+    controls = {input_name, "reduction", "compute_grad", "compute_hess", "n_threads"}
     for name, value in arguments.items():
         if name in controls:
             continue
@@ -382,7 +430,7 @@ def _sort_arguments(loss: DaskLoss, input_name: str, arguments: Dict[str, Any]) 
 
 
 def _check_like_single_machine(call: _Call, kernel: Callable, reduction, compute_grad,
-                               n_threads) -> None:
+                               n_threads, compute_hess=False) -> None:
     """The single-machine checks (dtypes, shapes, options, weight lengths, reduction), run
     on empty stand-ins of the chunks: nothing is computed."""
     x = call.input
@@ -394,8 +442,10 @@ def _check_like_single_machine(call: _Call, kernel: Callable, reduction, compute
         stand_ins[name] = original if isinstance(original, np.ndarray) or not isinstance(
             original, da.Array) else np.ones(array.shape, dtype=array.dtype)
     try:
+        hess_request = {} if compute_hess is False else {"compute_hess": compute_hess}
         kernel(np.zeros((0,) + x.shape[1:], dtype=x.dtype), **stand_ins, **call.options,
-               reduction=reduction, compute_grad=compute_grad, n_threads=n_threads)
+               reduction=reduction, compute_grad=compute_grad, n_threads=n_threads,
+               **hess_request)
     except (ValueError, TypeError) as error:
         raise type(error)(f"fastloss.dask.{call.loss.name}: {error} (checked on empty "
                           f"stand-ins of the chunks: axis 0 shows as 0)") from error
@@ -405,9 +455,11 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
                arguments: Dict[str, Any]) -> LossResult:
     reduction = arguments["reduction"]
     compute_grad = arguments["compute_grad"]
+    compute_hess = arguments.get("compute_hess", False)
     n_threads = arguments["n_threads"]
     call = _sort_arguments(loss, input_name, arguments)
-    _check_like_single_machine(call, kernel, reduction, compute_grad, n_threads)
+    _check_like_single_machine(call, kernel, reduction, compute_grad, n_threads,
+                               compute_hess)
     if reduction not in ("sum", "none") and reduction not in loss.denominators:
         raise ValueError(f"fastloss.dask.{loss.name} does not support reduction={reduction!r}")
     x = call.input
@@ -417,7 +469,8 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
     data_denominator = denominator if isinstance(denominator, _DataDenominator) else None
 
     collections = [x, *call.sample_arrays.values(), *call.whole_arrays.values()]
-    token = tokenize(loss.name, reduction, compute_grad, n_threads, sorted(call.options.items()),
+    token = tokenize(loss.name, reduction, compute_grad, compute_hess, n_threads,
+                     sorted(call.options.items()),
                      *[(name, array.name) for name, array in
                        itertools.chain(call.sample_arrays.items(), call.whole_arrays.items())],
                      x.name)
@@ -434,17 +487,17 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
     if data_denominator is not None:
         name = f"{loss.name}-denominator-{token}"
         dsk = {}
-        sample = call.sample_arrays[data_denominator.sample]
+        samples = [call.sample_arrays[n] for n in data_denominator.samples]
         whole = call.whole_arrays.get(data_denominator.whole) if data_denominator.whole else None
         leaves = []
         for i in range(n_chunks):
             key = (f"{name}-part", i)
-            dsk[key] = ((data_denominator.part, chunk_key(sample, i))
+            dsk[key] = ((data_denominator.part, *[chunk_key(a, i) for a in samples])
                         + ((whole_key(whole),) if whole is not None else ()))
             leaves.append(key)
         root = _add_ordered_tree(dsk, name, leaves)
         dsk[(name,)] = (operator.pos, root)
-        deps = [sample] + ([whole] if whole is not None else [])
+        deps = samples + ([whole] if whole is not None else [])
         denominator_array = da.Array(HighLevelGraph.from_collections(name, dsk, deps), name,
                                      chunks=(), dtype=np.float64, meta=np.empty((), np.float64))
         collections.append(denominator_array)
@@ -458,7 +511,8 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
     for i in range(n_chunks):
         task = _ChunkKernel(
             loss.name, array_names, tuple(sorted(call.options.items())),
-            "none" if reduction == "none" else "sum", bool(compute_grad), n_threads, averaged,
+            "none" if reduction == "none" else "sum", bool(compute_grad), bool(compute_hess),
+            n_threads, averaged,
             None if data_denominator is not None else denominator, ignored,
             (int(offsets[i]), int(offsets[i + 1])))
         args = [x_keys[i]]
@@ -473,14 +527,20 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
                              meta=np.empty((0,), object))
 
     # -------- the outputs
-    grad = None
-    if compute_grad:
-        grad_name = f"{loss.name}-grad-{token}"
-        dsk = {(grad_name, i) + (0,) * (x.ndim - 1): (operator.getitem, (kernel_name, i), 1)
+    def like_input(what, index):
+        name = f"{loss.name}-{what}-{token}"
+        dsk = {(name, i) + (0,) * (x.ndim - 1): (operator.getitem, (kernel_name, i), index)
                for i in range(n_chunks)}
-        grad = da.Array(HighLevelGraph.from_collections(grad_name, dsk, [chunk_results]),
-                        grad_name, chunks=x.chunks, dtype=x.dtype,
-                        meta=np.empty((0,) * x.ndim, x.dtype))
+        return da.Array(HighLevelGraph.from_collections(name, dsk, [chunk_results]), name,
+                        chunks=x.chunks, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype))
+
+    grad = like_input("grad", 1) if compute_grad else None
+    hess = like_input("hess", 3) if compute_hess else None
+
+    def result(loss_value):
+        return LossGradHess(loss_value, grad, hess) if compute_hess else LossResult(
+            loss_value, grad)
+
     loss_name = f"{loss.name}-loss-{token}"
     if reduction == "none":
         # per sample: the input's shape, without the class axis (axis 1) of class-axis losses
@@ -491,7 +551,7 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
         loss_value = da.Array(HighLevelGraph.from_collections(loss_name, dsk, [chunk_results]),
                               loss_name, chunks=per_sample_chunks, dtype=x.dtype,
                               meta=np.empty((0,) * len(per_sample_chunks), x.dtype))
-        return LossResult(loss_value, grad)
+        return result(loss_value)
     # each chunk's sum split off its result where it is (the tree must not move gradients)
     dsk = {(f"{loss_name}-part", i): (operator.getitem, (kernel_name, i), 0)
            for i in range(n_chunks)}
@@ -505,7 +565,7 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
         dsk[(loss_name,)] = (_averaged_loss, root, denominator)
     loss_value = da.Array(HighLevelGraph.from_collections(loss_name, dsk, deps), loss_name,
                           chunks=(), dtype=np.float64, meta=np.empty((), np.float64))
-    return LossResult(loss_value, grad)
+    return result(loss_value)
 
 
 # ==================================================================== the public names
@@ -530,9 +590,9 @@ def _make_function(loss: DaskLoss, kernel: Callable) -> Callable:
     function.__name__ = function.__qualname__ = loss.name
     function.__module__ = __name__
     function.__signature__ = signature
-    layout = ("(N, C) logits, chunked along N" if loss.layout == CLASS_AXIS
-              else "an input of any shape, chunked along axis 0")
-    none_shape = "(N,)" if loss.layout == CLASS_AXIS else "the input's shape"
+    layout = ("(N, C) or (N, C, d1, ..., dK) logits, chunked along N"
+              if loss.layout == CLASS_AXIS else "an input of any shape, chunked along axis 0")
+    none_shape = ("(N, d1, ..., dK)" if loss.layout == CLASS_AXIS else "the input's shape")
     function.__doc__ = (
         f"``fastloss.{loss.name}`` over Dask arrays: {layout}.\n\n"
         f"Arguments, semantics and maths are those of ``fastloss.{loss.name}`` (see its "
@@ -546,7 +606,9 @@ def _make_function(loss: DaskLoss, kernel: Callable) -> Callable:
         f"- ``n_threads`` is the thread count of each chunk's kernel call, 1 by default;\n"
         f"- there is no ``out``: returns ``LossResult(loss, grad)`` of Dask arrays, lazily: a "
         f"0-d float64 loss (per-sample losses of shape {none_shape} for \"none\") and the "
-        f"gradient with the input's chunks.\n\n"
+        f"gradient with the input's chunks"
+        + (" (``LossGradHess(loss, grad, hess)`` with ``compute_hess=True``)"
+           if "compute_hess" in signature.parameters else "") + ".\n\n"
         f"See the module docstring (fastloss.dask) for how the sums and the \"mean\" "
         f"denominator are combined across chunks, bitwise the same for any cluster.\n")
     return function

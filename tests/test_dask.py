@@ -8,6 +8,7 @@ of each loss, the shared registry tests/cases.py: a loss added to both is enroll
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import threading
 from pathlib import Path
@@ -24,12 +25,12 @@ import dask  # noqa: E402
 import fastloss.dask as fld  # noqa: E402
 from cases import CASES, option_id  # noqa: E402
 
-# the first registry entry of each loss: its options are the ones this adapter takes (a later
-# entry of the same name holds the class-axis options of issue 13 -- K-dim inputs,
-# sample_weight, z_loss, logit_softcap -- which the adapter does not take yet)
-CASE_BY_NAME = {}
+# every registry entry of each loss (a later entry of the same name holds the class-axis
+# options of issue 13: sample_weight, z_loss, logit_softcap); CASE_BY_NAME keeps the first
+CASES_BY_NAME = {}
 for _case in CASES:
-    CASE_BY_NAME.setdefault(_case.name, _case)
+    CASES_BY_NAME.setdefault(_case.name, []).append(_case)
+CASE_BY_NAME = {name: cases[0] for name, cases in CASES_BY_NAME.items()}
 EXPORTED = [row for row in fld.LOSSES if hasattr(fastloss, row.name)]
 DTYPES = [np.float32, np.float64]
 
@@ -81,10 +82,7 @@ def _cases(with_reductions=False):
     case (and every reduction of the row)."""
     out = []
     for row in EXPORTED:
-        case = CASE_BY_NAME.get(row.name)
-        if case is None:  # test_every_exported_loss_is_enrolled reports it
-            continue
-        for option in case.options:
+        for case, option in _options(row):
             name = f"{row.name}-{option_id(option)}"
             if not with_reductions:
                 out.append(pytest.param(row, case, option, id=name))
@@ -92,6 +90,11 @@ def _cases(with_reductions=False):
             for reduction in _reductions(row):
                 out.append(pytest.param(row, case, option, reduction, id=f"{name}-{reduction}"))
     return out
+
+
+def _options(row):
+    """(case, option) of every registry entry of the row's loss."""
+    return [(case, option) for case in CASES_BY_NAME.get(row.name, ()) for option in case.options]
 
 
 def _to_dask(x, kwargs, row, rng):
@@ -184,7 +187,7 @@ def test_signature_is_the_single_machine_one_without_out(row):
     own = inspect.signature(getattr(fld, row.name)).parameters
     single = inspect.signature(getattr(fastloss, row.name)).parameters
     assert "out" not in own
-    dropped = ("out", "hess_out", "lse_out", "compute_hess")
+    dropped = ("out", "hess_out", "lse_out")
     assert [n for n in single if n not in dropped] == list(own)
     assert own["n_threads"].default == 1
     assert f"fastloss.{row.name}" in getattr(fld, row.name).__doc__
@@ -226,9 +229,8 @@ def test_matches_single_machine(row, case, option, reduction, dtype):
 def test_matches_single_machine_on_cluster(row, client):
     """The same cases on the 2-worker cluster: every option, reduction and dtype of a loss
     computed in one client.compute call (one round trip), then checked one by one."""
-    case = CASE_BY_NAME[row.name]
     labels, collections, expectations = [], [], []
-    for option in case.options:
+    for case, option in _options(row):
         for reduction in _reductions(row):
             for dtype in DTYPES:
                 result, expected = _dask_and_single_machine(row, case, option, reduction, dtype)
@@ -267,7 +269,8 @@ def test_each_chunk_is_the_single_machine_call(row, case, option, reduction):
     edges = np.cumsum((0,) + dx.chunks[0])
     parts = [getattr(fastloss, row.name)(
         x[a:b], target[a:b], reduction=reduction,
-        **{k: v[a:b] if _per_sample(v, x) else v for k, v in kwargs.items()})
+        **{k: v[a:b] if _per_sample(v, x) or k in row.sample_args else v
+           for k, v in kwargs.items()})
         for a, b in zip(edges[:-1], edges[1:])]
     _assert_same_bits(grad, np.concatenate([p.grad for p in parts]))
     if reduction == "none":
@@ -396,6 +399,80 @@ def test_probability_targets_mean_over_samples(compute):
                                            da.from_array(target, chunks=(5, 3)),
                                            reduction=reduction, **kwargs)
         _assert_matches_single_machine(compute(*result), expected, reduction)
+
+
+@pytest.mark.parametrize("sample_weight_shape", [None, "samples", "positions"])
+@pytest.mark.parametrize("loss, target_kind", [("softmax_cross_entropy", "index"),
+                                               ("softmax_cross_entropy", "prob"),
+                                               ("softmax_focal", "index")])
+def test_k_dim_logits_with_sample_weights(loss, target_kind, sample_weight_shape, compute):
+    """(N, C, d1, d2) logits chunked along N; targets (N, d1, d2) indices (some ignored) or
+    probabilities (CE); sample weights (N,) or (N, d1, d2), chunked otherwise; the "mean"
+    denominator sum s_i w_{y_i} formed over the whole array."""
+    rng = np.random.default_rng(11)
+    n, c, d1, d2 = 23, 5, 3, 4
+    x = (rng.standard_normal((n, c, d1, d2)) * 2).astype(np.float32)
+    if target_kind == "index":
+        target = rng.integers(0, c, (n, d1, d2))
+        target[rng.random(target.shape) < 0.2] = -100
+        target[5:9] = -100                         # a chunk with every position ignored
+    else:
+        target = rng.dirichlet(np.ones(c), (n, d1, d2)).transpose(0, 3, 1, 2).astype(np.float32)
+    kwargs = {}
+    if loss == "softmax_cross_entropy" and target_kind == "index":
+        kwargs["weight"] = rng.uniform(0.2, 2.0, c).astype(np.float32)
+    if sample_weight_shape is not None:
+        shape = (n,) if sample_weight_shape == "samples" else (n, d1, d2)
+        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, shape).astype(np.float32)
+    dx = da.from_array(x, chunks=((5, 4, 10, 4), c, d1, d2))
+    dkwargs = dict(kwargs)
+    if "sample_weight" in kwargs:
+        dkwargs["sample_weight"] = da.from_array(kwargs["sample_weight"], chunks=7)
+    for reduction in ["mean", "sum", "none"]:
+        expected = getattr(fastloss, loss)(x, target, reduction=reduction, **kwargs)
+        result = getattr(fld, loss)(dx, da.from_array(target, chunks=6), reduction=reduction,
+                                    **dkwargs)
+        if reduction == "none":
+            assert result.loss.shape == (n, d1, d2)
+        _assert_matches_single_machine(compute(*result), expected, reduction)
+
+
+def test_sample_weights_all_zero(compute):
+    """Zero "mean" denominator from the sample weights: nan, as the single-machine call."""
+    x, target, _ = _class_inputs()
+    target[::4] = -100
+    sample_weight = np.zeros(37, np.float32)
+    expected = fastloss.softmax_cross_entropy(x, target, sample_weight=sample_weight)
+    result = fld.softmax_cross_entropy(da.from_array(x, chunks=(ROW_CHUNKS, 6)), target,
+                                       sample_weight=sample_weight)
+    loss_value, grad = compute(*result)
+    assert math.isnan(float(loss_value)) and math.isnan(expected.loss)
+    _assert_matches_single_machine((loss_value, grad), expected, "mean")
+
+
+HESS_ROWS = [row for row in EXPORTED
+             if "compute_hess" in inspect.signature(getattr(fastloss, row.name)).parameters]
+
+
+@pytest.mark.parametrize("row", HESS_ROWS, ids=lambda row: row.name)
+def test_compute_hess(row, compute):
+    """compute_hess=True: LossGradHess of Dask arrays, the hessian scaled like the gradient
+    (the global 1 / D for "mean"), equal to the single-machine call to rounding."""
+    rng = np.random.default_rng(13)
+    for case, option in _options(row)[:2]:
+        x, target, kwargs = case.make(rng, np.dtype(np.float64), case.shapes["small"], option)
+        kwargs = case.call_kwargs(kwargs)
+        dx, dkwargs = _to_dask(x, kwargs, row, rng)
+        for reduction in _reductions(row):
+            expected = getattr(fastloss, row.name)(x, target, reduction=reduction,
+                                                   compute_hess=True, **kwargs)
+            result = getattr(fld, row.name)(dx, target, reduction=reduction,
+                                            compute_hess=True, **dkwargs)
+            assert type(result).__name__ == "LossGradHess"
+            assert result.hess.chunks == dx.chunks
+            loss_value, grad, hess = compute(*result)
+            _assert_matches_single_machine((loss_value, grad), expected, reduction)
+            _assert_close_to_rounding(hess, expected.hess)
 
 
 @pytest.mark.parametrize("loss, make", [

@@ -201,24 +201,6 @@ def test_equals_softmax_cross_entropy_of_full_logits(dtype, option, chunk_size):
             np.testing.assert_allclose(got_grad, want_grad, **rounding)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_numpy_passes_match_kernel_options_when_the_kernel_has_them(dtype, monkeypatch):
-    """z_loss / logit_softcap: NumPy passes around the kernel (until the CE kernel takes them);
-    once it does, both routes are kept equal here."""
-    hidden, weight, bias, target = make_inputs(dtype, seed=8)
-    options = options_for("everything", dtype)
-    first = fastloss.linear_cross_entropy(hidden, weight, target, bias=bias, chunk_size=CHUNK,
-                                          **options)
-    monkeypatch.setattr(_linear_ce, "_KERNEL_TAKES_Z_AND_SOFTCAP",
-                        not _linear_ce._KERNEL_TAKES_Z_AND_SOFTCAP)
-    if not _linear_ce._KERNEL_TAKES_Z_AND_SOFTCAP:
-        second = fastloss.linear_cross_entropy(hidden, weight, target, bias=bias,
-                                               chunk_size=CHUNK, **options)
-        assert_result_close(second, first.loss, first.grad, dtype)
-    want = reference.linear_cross_entropy(hidden, weight, target, bias=bias, **options)
-    assert_result_close(first, want.loss, want.grad, dtype)
-
-
 def test_finite_differences():
     """float64 gradients of every input equal central differences of the loss, every option."""
     rng = np.random.default_rng(11)
