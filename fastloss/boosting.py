@@ -101,9 +101,8 @@ Choices made here
   XGBoost's ``GradientPair``); the objectives compute in float32 and return float32 arrays,
   so the boosters take them without a conversion. XGBoost's scores are float32 already;
   LightGBM's float64 scores are cast once per call (the only pass besides the kernel's).
-- Sample weights go into the element-wise kernels as their ``weight``: the gradient and
-  hessian come out weighted from the same pass. For the multiclass losses they are
-  multiplied in after the kernel call, in place (``KERNEL_READS_FORTRAN_SCORES`` says why).
+- Sample weights go into the kernels (the element-wise losses' ``weight``, the softmax
+  losses' ``sample_weight``): the gradient and hessian come out weighted from the same pass.
 - The exact second derivative of each loss (fastloss's ``compute_hess=True``): the diagonal
   p_j (1 - p_j) for softmax cross-entropy, where LightGBM's built-in ``multiclass`` uses
   k / (k - 1) p_j (1 - p_j) and XGBoost's ``multi:softprob`` 2 p_j (1 - p_j); ``mse`` is
@@ -174,13 +173,12 @@ _FOCAL = ("sigmoid_focal", "softmax_focal")
 _CLIP = 1e-15   # probabilities and means are clipped to [1e-15, 1 - 1e-15] before a log
 # Multiclass scores in LightGBM's Fortran order can go to the kernel as they are, as
 # (1, k, n) K-dimensional logits (no transpose, results in LightGBM's order, no copy on its
-# side), and sample weights as the kernel's sample_weight (fused). Measured with the kernels
-# of issue 15 part 1 (1e5 x 10, float32, one thread): the K-dim hessian variant takes 28-40 ms
-# and a 2-D call with sample_weight 17-44 ms, against 3-7 ms for the plain 2-D hessian call
-# and ~1 ms for a transposing cast plus ~1 ms for multiplying the weights in afterwards. So
-# until those kernel paths are as fast as the 2-D one, the scores are cast to C order
-# (n, k) float32, the weights multiplied in place after the call, and LightGBM copies the
-# C-ordered results once into its order (its ravel(order="F")). True turns the direct path on.
+# side). Measured with the kernels of issue 15 part 1 (1e5 x 10, float32, one thread, a busy
+# machine): the K-dim hessian variant takes 38 ms (min of 21) against 3.1 ms for the 2-D
+# hessian call on C-ordered scores and ~1 ms for the transposing cast to them. So until that
+# kernel path is as fast as the 2-D one, LightGBM's scores are cast to C order (n, k) float32
+# and LightGBM copies the C-ordered results once into its order (its ravel(order="F")).
+# True turns the direct path on (tests/test_boosting.py runs both).
 KERNEL_READS_FORTRAN_SCORES = False
 
 
@@ -310,24 +308,22 @@ class _Loss:
             # samples on the position axis, so the kernel reads and writes LightGBM's layout
             # and the (n, k) results come back Fortran-ordered, without a transpose copy.
             x = np.asarray(raw.T, dtype=np.float32)[np.newaxis]        # (1, k, n)
-            grad, hess = self._class_axis(x, indices[np.newaxis])
-            grad, hess = grad[0].T, hess[0].T
-        else:
-            grad, hess = self._class_axis(np.asarray(raw, dtype=np.float32, order="C"), indices)
-        if weight is not None:   # in place, on the fresh arrays (see KERNEL_READS_...)
-            column = np.asarray(weight, dtype=np.float32)[:, np.newaxis]
-            grad *= column
-            hess *= column
-        return grad, hess
+            grad, hess = self._class_axis(x, indices[np.newaxis],
+                                          None if weight is None else weight[np.newaxis])
+            return grad[0].T, hess[0].T
+        x = np.asarray(raw, dtype=np.float32, order="C")   # LightGBM's: a transposing cast
+        return self._class_axis(x, indices, weight)
 
-    def _class_axis(self, x, target):
+    def _class_axis(self, x, target, sample_weight):
         options = self.options
         if self.hessian == "fisher":
-            grad = self.function(x, target, reduction="sum", **options)[1]
-            return grad, _softmax_focal_fisher(x, target, options)
-        _, grad, hess = self.function(x, target, reduction="sum", compute_hess=True, **options)
+            grad = self.function(x, target, sample_weight=sample_weight, reduction="sum",
+                                 **options)[1]
+            return grad, _softmax_focal_fisher(x, target, sample_weight, options)
+        _, grad, hess = self.function(x, target, sample_weight=sample_weight, reduction="sum",
+                                      compute_hess=True, **options)
         if self.hessian == "floor":
-            np.maximum(hess, _softmax_focal_fisher(x, target, options), out=hess)
+            np.maximum(hess, _softmax_focal_fisher(x, target, sample_weight, options), out=hess)
         return grad, hess
 
     # -- the loss
@@ -343,14 +339,8 @@ class _Loss:
             indices = _class_labels(label, n, k)
             x = np.asarray(raw, dtype=np.float64 if raw.dtype == np.float64 else np.float32,
                            order="C")
-            if weight is None:
-                total = self.function(x, indices, reduction="sum", compute_grad=False,
-                                      **self.options)[0]
-            else:   # per-sample losses, summed in double (a NumPy sum: np.dot would go to
-                # a threaded BLAS, whose wake-up stalls on a busy machine)
-                losses = self.function(x, indices, reduction="none", compute_grad=False,
-                                       **self.options)[0]
-                total = float(np.sum(np.asarray(weight, dtype=np.float64) * losses))
+            total = self.function(x, indices, sample_weight=weight, reduction="sum",
+                                  compute_grad=False, **self.options)[0]
         else:
             x = raw.reshape(-1)
             if x.dtype not in (np.float32, np.float64):
@@ -417,9 +407,9 @@ def _sigmoid_focal_fisher(x, target, weight, options):
     return fisher.astype(x.dtype, copy=False)
 
 
-def _softmax_focal_fisher(x, target, options):
-    """alpha_y (1 - p_y)^gamma p_j (1 - p_j) (the sample weight is applied by the caller),
-    for logits (n, k) or (1, k, n) (the class on axis 1). In double, with 1 - p_j = sum_{c != j} e_c / s formed
+def _softmax_focal_fisher(x, target, sample_weight, options):
+    """alpha_y (1 - p_y)^gamma p_j (1 - p_j) times the sample weight, for logits (n, k) or
+    (1, k, n) (the class on axis 1). In double, with 1 - p_j = sum_{c != j} e_c / s formed
     as (s - e_j) / s: a float32 1 - p_j would lose its digits where p_j is near 1."""
     gamma = float(options.get("gamma", 2.0))
     alpha = options.get("alpha")
@@ -433,6 +423,8 @@ def _softmax_focal_fisher(x, target, options):
     if alpha is not None:
         alpha = np.asarray(alpha, dtype=np.float64)
         factor = factor * (alpha if alpha.ndim == 0 else np.expand_dims(alpha[target], 1))
+    if sample_weight is not None:
+        factor = factor * np.expand_dims(np.asarray(sample_weight, dtype=np.float64), 1)
     return (p * rest * factor).astype(x.dtype)
 
 

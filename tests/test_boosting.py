@@ -166,7 +166,7 @@ def test_softmax_focal_hessian_forms():
     assert exact.min() < 0   # h_y where p_y is small
     forms = {form: boosting.xgboost_objective("softmax_focal", alpha=alpha, hessian=form)(
         labels.astype(np.float32), scores, sample_weight=weights) for form in HESSIAN_FORMS}
-    for form, (g, h) in forms.items():   # (the weights are multiplied in after the kernel)
+    for form, (g, h) in forms.items():
         np.testing.assert_allclose(g, grad, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(forms["exact"][1], exact, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(forms["fisher"][1], fisher, rtol=1e-5, atol=1e-7)
