@@ -6,10 +6,10 @@ both libraries. Small trees and one thread each: the file runs in well under a m
 
 - the BCE, softmax CE and MSE objectives give the built-in objectives' models (predictions to
   close tolerance after 50 rounds), starting from fastloss.boosting.init_score; where
-  fastloss's hessian is a constant factor c times the built-in one (softmax: LightGBM's
-  k / (k - 1), XGBoost's 2; mse: XGBoost's 1/2), the learning rate, L2 penalty and minimum
-  leaf hessian are scaled by c, which makes the two models the same (the Newton leaf value is
-  -G / (H + lambda));
+  fastloss's gradient is a and its hessian c times the built-in one's (softmax: c = (k-1)/k
+  against LightGBM's, 1/2 against XGBoost's; mse: a = c = 2), the learning rate times c / a
+  and the L2 penalty and minimum leaf hessian times c make the two models the same (the
+  Newton leaf value is -G / (H + lambda), a split's gain G^2 / (H + lambda));
 - a multiclass objective whose (n, k) result is laid out the wrong way fails that comparison;
 - focal, label-smoothed CE, Huber, pinball and Tweedie objectives train (the training loss
   falls every few rounds) and their metrics agree with fastloss's loss on the predictions;
