@@ -134,8 +134,6 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from typing import Optional
-
 import numpy as np
 
 import fastloss

@@ -166,7 +166,7 @@ def test_softmax_focal_hessian_forms():
     assert exact.min() < 0   # h_y where p_y is small
     forms = {form: boosting.xgboost_objective("softmax_focal", alpha=alpha, hessian=form)(
         labels.astype(np.float32), scores, sample_weight=weights) for form in HESSIAN_FORMS}
-    for form, (g, h) in forms.items():
+    for g, _ in forms.values():
         np.testing.assert_allclose(g, grad, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(forms["exact"][1], exact, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(forms["fisher"][1], fisher, rtol=1e-5, atol=1e-7)
@@ -511,6 +511,7 @@ def test_objectives_train_and_metrics_agree(request, library, api, task, loss, o
                                        else 0)
     if library == "lightgbm":
         name, value, higher_better = metric(y, raw)
+        assert higher_better is False
     else:
         name, value = metric(raw, xgb.DMatrix(X, y))
     assert name == loss and value == pytest.approx(expected, rel=1e-12)
@@ -532,7 +533,7 @@ def test_readme_examples_run():
     # busy 2-core machine stalls in OpenMP barriers
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         exec(compile(blocks[0], "README (LightGBM)", "exec"), namespace)
-        X, y, raw = namespace["X"], namespace["y"], namespace["raw"]
+        y, raw = namespace["y"], namespace["raw"]
         assert ((raw > 0) == (y == 1)).mean() > 0.95
         exec(compile(blocks[1], "README (XGBoost)", "exec"), namespace)
     probabilities, y = namespace["probabilities"], namespace["y"]
