@@ -417,7 +417,7 @@ def assert_same_model(custom, builtin):
     np.testing.assert_allclose(custom, builtin, rtol=0, atol=TOLERANCE * scale)
 
 
-TOLERANCE = 1e-5   # measured: <= 6e-7 of the largest raw score (float32 rounding)
+TOLERANCE = 1e-5   # measured: <= 6.1e-7 of the largest raw score (float32 rounding)
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
