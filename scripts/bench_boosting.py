@@ -1,0 +1,275 @@
+"""Benchmark of fastloss.boosting (issue 15, "How fast"): one objective call, and whole
+training runs, against NumPy objectives and the boosters' built-in objectives.
+
+    python scripts/bench_boosting.py [--repeats 15] [--threads 2] [--rounds 100] [--quick]
+
+1. One objective call (gradient + hessian): 10^6 binary rows and 10^5 x 10 multiclass, in
+   each booster's layout (LightGBM: float64 scores, (n, k) Fortran-ordered; XGBoost: float32,
+   (n, k) C-ordered), against NumPy objectives written after LightGBM's and XGBoost's
+   documentation examples (the logistic objective of both; LightGBM's vectorised softmax
+   objective; XGBoost's softmax demo, a Python loop over the rows) and against a copy of the
+   scores (np.copy: read n k values, write n k values). The LightGBM-layout times include
+   what LightGBM's Booster.__boost does with the result (ravel(order="F"), cast to float32).
+2. Training runs: 10^6 rows x 20 features of a synthetic logistic problem, 100 rounds, the
+   fastloss BCE objective (from its init score) against the built-in binary objective, wall
+   time of lgb.train / xgb.train.
+
+Prints markdown tables with the load average; compare only within one run (HELPERS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+
+def parse():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--train-repeats", type=int, default=2,
+                        help="training runs of each kind (the median is shown)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", choices=("calls", "training"), default=None,
+                        help="run one of the two parts")
+    return parser.parse_args()
+
+
+ARGS = parse()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)   # before the boosters start their pools
+
+import numpy as np  # noqa: E402
+
+import fastloss  # noqa: E402
+from fastloss import boosting  # noqa: E402
+
+
+def median_time(function, repeats=None):
+    """Median seconds of `function()` over repeats, after a warm-up; calls under ~1 ms are
+    timed in loops."""
+    repeats = repeats or ARGS.repeats
+    function()
+    start = time.perf_counter()
+    function()
+    once = time.perf_counter() - start
+    inner = max(1, int(1e-3 / max(once, 1e-9)))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            function()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+# ------------------------------------------------------------------ NumPy objectives
+# Written after the documentation examples of the two libraries (LightGBM's
+# examples/python-guide logistic objective, its softmax objective as in its multiclass
+# demo; XGBoost's custom objective demos), in their plain NumPy style.
+
+def numpy_logistic(preds, labels):
+    """The logistic objective of both libraries' examples: sigmoid, p - y, p (1 - p)."""
+    probability = 1.0 / (1.0 + np.exp(-preds))
+    return probability - labels, probability * (1.0 - probability)
+
+
+def numpy_softmax_lightgbm(preds, labels):
+    """A vectorised softmax objective on LightGBM's (n, k) scores: row-wise stable softmax,
+    p - onehot, and LightGBM's k / (k - 1) p (1 - p)."""
+    n, k = preds.shape
+    shifted = preds - preds.max(axis=1, keepdims=True)
+    probability = np.exp(shifted)
+    probability /= probability.sum(axis=1, keepdims=True)
+    grad = probability.copy()
+    grad[np.arange(n), labels.astype(np.intp)] -= 1.0
+    hess = k / (k - 1.0) * probability * (1.0 - probability)
+    return grad, hess
+
+
+def numpy_softmax_xgboost(preds, labels):
+    """XGBoost's softmax demo in its style: a Python loop over the rows, a softmax per row,
+    p - 1 at the label, max(2 p (1 - p), eps) as the hessian."""
+    n, k = preds.shape
+    grad = np.zeros((n, k), dtype=float)
+    hess = np.zeros((n, k), dtype=float)
+    eps = 1e-6
+    for row in range(n):
+        exps = np.exp(preds[row] - preds[row].max())
+        probability = exps / exps.sum()
+        target = int(labels[row])
+        for c in range(k):
+            grad[row, c] = probability[c] - 1.0 if c == target else probability[c]
+            hess[row, c] = max(2.0 * probability[c] * (1.0 - probability[c]), eps)
+    return grad, hess
+
+
+def as_lightgbm_takes(result):
+    """What LightGBM's Booster.__boost does with an objective's (grad, hess): ravel(order="F")
+    for k classes, then a contiguous float32 array (a view when they are so already). Part of
+    the LightGBM-layout timings, for fastloss and NumPy alike."""
+    return tuple(np.ascontiguousarray(a.ravel(order="F"), dtype=np.float32) for a in result)
+
+
+def format_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+# ------------------------------------------------------------------ one objective call
+
+def objective_calls():
+    rng = np.random.default_rng(0)
+    n_binary = 10_000 if ARGS.quick else 1_000_000
+    n_multi, k = (2_000, 10) if ARGS.quick else (100_000, 10)
+    rows = []
+    threads = {"n_threads": ARGS.threads}
+
+    labels = (rng.random(n_binary) < 0.3).astype(np.float32)
+    scores64 = rng.normal(size=n_binary)                 # LightGBM: float64 scores
+    scores32 = scores64.astype(np.float32)               # XGBoost: float32 scores
+    lgb_bce = boosting.lightgbm_objective("binary_cross_entropy_with_logits", **threads)
+    xgb_bce = boosting.xgboost_objective("binary_cross_entropy_with_logits", **threads)
+    check = numpy_logistic(scores64, labels)
+    for got in (lgb_bce(labels, scores64), xgb_bce(labels, scores32)):
+        np.testing.assert_allclose(got[0], check[0], atol=1e-6)
+        np.testing.assert_allclose(got[1], check[1], atol=1e-6)
+    copy64 = median_time(lambda: np.copy(scores64))
+    copy32 = median_time(lambda: np.copy(scores32))
+    rows += [
+        (f"binary {n_binary:.0e}, LightGBM layout (float64)", "fastloss",
+         median_time(lambda: as_lightgbm_takes(lgb_bce(labels, scores64))), copy64),
+        ("", "NumPy (docs' logistic)",
+         median_time(lambda: as_lightgbm_takes(numpy_logistic(scores64, labels))), copy64),
+        (f"binary {n_binary:.0e}, XGBoost layout (float32)", "fastloss",
+         median_time(lambda: xgb_bce(labels, scores32)), copy32),
+        ("", "NumPy (docs' logistic)", median_time(lambda: numpy_logistic(scores32, labels)),
+         copy32),
+    ]
+
+    classes = rng.integers(0, k, n_multi).astype(np.float32)
+    multi32 = rng.normal(size=(n_multi, k)).astype(np.float32)          # XGBoost: C order
+    multi64 = np.asfortranarray(multi32, dtype=np.float64)              # LightGBM: F order
+    lgb_ce = boosting.lightgbm_objective("softmax_cross_entropy", **threads)
+    xgb_ce = boosting.xgboost_objective("softmax_cross_entropy", **threads)
+    grad, hess = lgb_ce(classes, multi64)
+    assert grad.dtype == np.float32
+    check = numpy_softmax_lightgbm(multi64, classes)
+    np.testing.assert_allclose(grad, check[0], atol=1e-6)
+    np.testing.assert_allclose(hess, check[1] * (k - 1) / k, atol=1e-6)
+    copy64 = median_time(lambda: np.copy(multi64, order="K"))
+    copy32 = median_time(lambda: np.copy(multi32))
+    loop = median_time(lambda: numpy_softmax_xgboost(multi32, classes), repeats=1)
+    rows += [
+        (f"multiclass {n_multi:.0e} x {k}, LightGBM layout (float64, F)", "fastloss",
+         median_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64),
+        ("", "NumPy (vectorised softmax)",
+         median_time(lambda: as_lightgbm_takes(numpy_softmax_lightgbm(multi64, classes))),
+         copy64),
+        (f"multiclass {n_multi:.0e} x {k}, XGBoost layout (float32, C)", "fastloss",
+         median_time(lambda: xgb_ce(classes, multi32)), copy32),
+        ("", "NumPy (vectorised softmax)",
+         median_time(lambda: numpy_softmax_lightgbm(multi32, classes)), copy32),
+        ("", "NumPy (XGBoost demo's row loop, 1 run)", loop, copy32),
+    ]
+    return rows
+
+
+# ------------------------------------------------------------------ training runs
+
+def training_runs():
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    rng = np.random.default_rng(1)
+    n, d = (20_000, 20) if ARGS.quick else (1_000_000, 20)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    logit = X[:, :5] @ rng.normal(size=5) + 0.5 * np.sin(3 * X[:, 5]) - 0.7
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    rounds = ARGS.rounds
+    rows = []
+
+    lgb_params = {"num_leaves": 31, "learning_rate": 0.1, "num_threads": ARGS.threads,
+                  "verbose": -1, "force_col_wise": True, "max_bin": 255}
+    objective = boosting.lightgbm_objective("binary_cross_entropy_with_logits")
+    start = objective.init_score(y)
+
+    def lgb_builtin():
+        data = lgb.Dataset(X, y, params={"max_bin": 255}, free_raw_data=False)
+        data.construct()
+        t0 = time.perf_counter()
+        booster = lgb.train(dict(lgb_params, objective="binary"), data, rounds)
+        return time.perf_counter() - t0, booster.predict(X[:1000], raw_score=True)
+
+    def lgb_fastloss():
+        data = lgb.Dataset(X, y, init_score=np.full(n, start), params={"max_bin": 255},
+                           free_raw_data=False)
+        data.construct()
+        t0 = time.perf_counter()
+        booster = lgb.train(dict(lgb_params, objective=objective), data, rounds)
+        return time.perf_counter() - t0, booster.predict(X[:1000], raw_score=True) + start
+
+    xgb_params = {"max_depth": 6, "eta": 0.1, "nthread": ARGS.threads, "tree_method": "hist",
+                  "max_bin": 256}
+    xgb_objective = boosting.xgboost_objective("binary_cross_entropy_with_logits")
+    dtrain = xgb.DMatrix(X, y, nthread=ARGS.threads)
+
+    def xgb_builtin():
+        t0 = time.perf_counter()
+        booster = xgb.train(dict(xgb_params, objective="binary:logistic"), dtrain, rounds)
+        return time.perf_counter() - t0, booster.predict(xgb.DMatrix(X[:1000]),
+                                                         output_margin=True)
+
+    def xgb_fastloss():
+        t0 = time.perf_counter()
+        booster = xgb.train(dict(xgb_params, base_score=start), dtrain, rounds,
+                            obj=xgb_objective)
+        return time.perf_counter() - t0, booster.predict(xgb.DMatrix(X[:1000]),
+                                                         output_margin=True)
+
+    for library, builtin, ours in (("LightGBM", lgb_builtin, lgb_fastloss),
+                                   ("XGBoost", xgb_builtin, xgb_fastloss)):
+        times = {"built-in binary": [], "fastloss BCE": []}
+        predictions = {}
+        for _ in range(ARGS.train_repeats):   # interleaved: load drifts hit both alike
+            for name, run in (("built-in binary", builtin), ("fastloss BCE", ours)):
+                seconds, predictions[name] = run()
+                times[name].append(seconds)
+        difference = float(np.max(np.abs(predictions["built-in binary"]
+                                          - predictions["fastloss BCE"])))
+        base = statistics.median(times["built-in binary"])
+        for name, samples in times.items():
+            rows.append((f"{library}, {n:.0e} rows x {d}, {rounds} rounds", name,
+                         statistics.median(samples), base, difference))
+    return rows
+
+
+def main():
+    load = os.getloadavg()
+    print(f"fastloss {fastloss.__version__}, SIMD {fastloss.simd_level()}, "
+          f"{ARGS.threads} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+    if ARGS.only in (None, "calls"):
+        print("| one objective call (grad + hess) | implementation | median | "
+              "/ copy of the scores |")
+        print("|---|---|---|---|")
+        for case, name, seconds, copy in objective_calls():
+            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / copy:.2f}x |")
+        print("\ncopy = np.copy of the scores in the booster's layout and dtype\n")
+    if ARGS.only in (None, "training"):
+        print("| training run | objective | wall time (median) | / built-in | max raw-score "
+              "difference (1000 rows) |")
+        print("|---|---|---|---|---|")
+        for case, name, seconds, base, difference in training_runs():
+            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / base:.2f}x | "
+                  f"{difference:.2e} |")
+    load = os.getloadavg()
+    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
