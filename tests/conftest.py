@@ -54,3 +54,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:   # this directory's items only: benchmarks/ has its own slow switch
         if "slow" in item.keywords and here in pathlib.Path(item.path).parents:
             item.add_marker(skip_slow)
+
+
+# ------------------------------------------------------------------ SIMD levels
+def _simd_levels():
+    from fastloss import _kernels
+    return [name for name, compiled, supported in _kernels.isa_levels() if compiled and supported]
+
+
+@pytest.fixture(params=_simd_levels())
+def simd_level(request):
+    """Every instruction-set level this build compiled and this CPU runs: the kernels are
+    dispatched to it for the test, and back to the best one after."""
+    from fastloss import _kernels
+    _kernels.set_isa(request.param)
+    yield request.param
+    _kernels.set_isa(_kernels.best_isa())

@@ -26,27 +26,7 @@ SHAPES = [(3, 5, 4, 7), (2, 6, 33), (4, 3, 1), (2, 4, 3, 2, 5), (2, 600, 21)]
 
 # option combinations: class weight x ignore_index x label_smoothing x sample_weight x
 # z_loss x softcap, probability targets too ("_sw": "sample" (N,) or "full" (N, d1..dK))
-CE_OPTIONS = [
-    {},
-    {"weight": True},
-    {"ignore_index": 1, "label_smoothing": 0.2},
-    {"_sw": "sample"},
-    {"_sw": "full", "weight": True, "ignore_index": 0},
-    {"z_loss": 0.05},
-    {"logit_softcap": 3.0},
-    {"weight": True, "ignore_index": 2, "label_smoothing": 0.1, "_sw": "full",
-     "z_loss": 0.01, "logit_softcap": 2.5},
-    {"_target": "prob"},
-    {"_target": "prob", "weight": True, "label_smoothing": 0.3, "_sw": "sample",
-     "z_loss": 0.02, "logit_softcap": 4.0},
-]
-FOCAL_OPTIONS = [
-    {},
-    {"gamma": 0.0},
-    {"gamma": 1.0, "alpha": 0.25, "ignore_index": 1},
-    {"_alpha": True, "gamma": 2.5, "_sw": "full"},
-    {"_sw": "sample", "gamma": 0.5, "ignore_index": 0},
-]
+from class_axis_options import CE_OPTIONS, FOCAL_OPTIONS  # noqa: E402
 
 
 def option_id(option):
@@ -361,14 +341,6 @@ def test_nan_and_inf_stay_in_their_sample(name, option, bad_value):
         x_bad, target, reduction="none", **kwargs)
     assert_close(loss[1, 3, 17], ref.loss[1, 3, 17], np.float32)
     assert_close(grad[1, :, 3, 17], ref.grad[1, :, 3, 17], np.float32)
-
-
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -24,27 +24,7 @@ REDUCTIONS = ["mean", "sum", "none"]
 # (45, 130); K-dim with one tile per sample; a trailing 1; K = 2
 SHAPES = [(6, 5), (2, 36), (2, 45), (1, 130), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
 
-CE_OPTIONS = [
-    {},
-    {"weight": True},
-    {"ignore_index": 1, "label_smoothing": 0.2},
-    {"_sw": "sample"},
-    {"_sw": "full", "weight": True, "ignore_index": 0},
-    {"z_loss": 0.05},
-    {"logit_softcap": 3.0},
-    {"weight": True, "ignore_index": 2, "label_smoothing": 0.1, "_sw": "full",
-     "z_loss": 0.01, "logit_softcap": 2.5},
-    {"_target": "prob"},
-    {"_target": "prob", "weight": True, "label_smoothing": 0.3, "_sw": "sample",
-     "z_loss": 0.02, "logit_softcap": 4.0},
-]
-FOCAL_OPTIONS = [
-    {},
-    {"gamma": 0.0},
-    {"gamma": 1.0, "alpha": 0.25, "ignore_index": 1},
-    {"_alpha": True, "gamma": 2.5, "_sw": "full"},
-    {"_sw": "sample", "gamma": 0.5, "ignore_index": 0},
-]
+from class_axis_options import CE_OPTIONS, FOCAL_OPTIONS  # noqa: E402
 CALLS = ([("ce", option) for option in CE_OPTIONS]
          + [("focal", option) for option in FOCAL_OPTIONS])
 
@@ -332,14 +312,6 @@ def test_compute_hess_false_is_the_two_tuple(name):
     assert type(explicit).__name__ == "LossResult" and len(explicit) == 2
     assert explicit.loss == plain.loss
     np.testing.assert_array_equal(explicit.grad, plain.grad)
-
-
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

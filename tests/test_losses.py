@@ -184,14 +184,6 @@ def test_non_contiguous_inputs(case, option, dtype, layout):
     np.testing.assert_array_equal(grad, expected.grad)
 
 
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case, option", CASE_OPTIONS)
 def test_every_simd_level_matches_reference(case, option, dtype, simd_level):

@@ -294,14 +294,6 @@ def test_non_contiguous_input(name):
     assert got.hess.tobytes() == expected.hess.tobytes()
 
 
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_simd_level(dtype, simd_level):
     """Hessians at each level against the reference; rows of 1..300 classes (tails of

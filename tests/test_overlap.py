@@ -385,14 +385,6 @@ def test_bitwise_identical_for_every_thread_count(kind, activation, option, dtyp
         assert sums[n] == sums[1]
 
 
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", DTYPES)

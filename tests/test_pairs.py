@@ -345,14 +345,6 @@ def test_bitwise_identical_for_every_thread_count(pair, option, dtype, parallel_
             np.testing.assert_array_equal(g, e)
 
 
-@pytest.fixture(params=[name for name, compiled, supported in _kernels.isa_levels()
-                        if compiled and supported])
-def simd_level(request):
-    _kernels.set_isa(request.param)
-    yield request.param
-    _kernels.set_isa(_kernels.best_isa())
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pair, option", CASES)
 def test_every_simd_level_matches_reference(pair, option, dtype, simd_level):
