@@ -2,6 +2,7 @@
 reports a wrong implementation as a failure, skips losses fastloss does not have, and its
 peer entries compute the same quantity as each other. Timings are never asserted."""
 import dataclasses
+import importlib
 import json
 import math
 
@@ -159,6 +160,33 @@ def test_loss_missing_from_fastloss_is_skipped_with_a_message(monkeypatch, capsy
     message = "not_a_fastloss_loss: not in the installed fastloss"
     assert message in out and message in err
     assert "softmax_cross_entropy" in out
+
+
+def test_loss_whose_optional_package_is_missing_is_skipped_with_a_message(monkeypatch, capsys):
+    """linear_cross_entropy needs SciPy (the `linear` extra): without it the row is skipped
+    with how to install it, and the run goes on and exits 0."""
+    bench_run = importlib.import_module("fastloss.bench.run")
+    real = bench_run._installed
+    monkeypatch.setattr(bench_run, "_installed", lambda module: module != "scipy" and real(module))
+    argv = FAST[:]
+    argv[argv.index("--losses") + 1] = "linear_cross_entropy,huber"
+    argv[argv.index("--sizes") + 1] = "tiny"
+    assert bench.main(argv) == 0
+    out, err = capsys.readouterr()
+    message = "linear_cross_entropy: needs scipy, which is not installed"
+    assert message in out and message in err and "fastloss[linear]" in out
+    assert "\nhuber " in out   # its row of the summary
+
+
+def test_large_size_is_capped_by_memory(monkeypatch):
+    sizes = importlib.import_module("fastloss.bench.sizes")
+    monkeypatch.setattr(sizes, "_cache_sizes", lambda: {"L3": 480 * 1024 ** 2})
+    monkeypatch.setattr(sizes, "_memory_bytes", lambda: 0)
+    assert sizes.named_sizes()["large"] == 1 << 27
+    monkeypatch.setattr(sizes, "_memory_bytes", lambda: 23 * 1024 ** 3)
+    assert sizes.named_sizes()["large"] == 1 << 26
+    monkeypatch.setattr(sizes, "_memory_bytes", lambda: 1024 ** 3)
+    assert sizes.named_sizes()["large"] == 1 << 24   # never below 2^24
 
 
 @pytest.mark.parametrize("plot_y", [[], ["--plot-y", "speedup"], ["--plot-y", "time"]])

@@ -226,7 +226,8 @@ def test_k_dim_cross_entropy_with_sample_weight_z_loss_and_softcap(reduction):
     def reference(a):
         z = 4.0 * jnp.tanh(a / 4.0)
         log_p = jax.nn.log_softmax(z, axis=1)
-        labels = jnp.moveaxis(optax.smooth_labels(jax.nn.one_hot(y, 5), 0.1), -1, 1)
+        labels = jnp.moveaxis(optax.smooth_labels(jax.nn.one_hot(y, 5, dtype=a.dtype), 0.1),
+                              -1, 1)
         per = (-(labels * log_p).sum(1) + 0.01 * jax.nn.logsumexp(z, axis=1) ** 2) * s
         return {"none": per, "sum": per.sum(), "mean": per.sum() / s.sum()}[reduction]
 

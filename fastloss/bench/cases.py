@@ -195,6 +195,9 @@ class LossEntry:
     # the named sizes (tiny, cache, large) count at most this many elements for this loss:
     # a NumPy reference too slow for --quick at the large size (explicit sizes are not capped)
     max_named: Optional[int] = None
+    # packages fastloss's own function needs (an optional extra): without them the row is
+    # skipped with a note, as a missing peer is: ((module, how to install it), ...)
+    needs: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:

@@ -532,6 +532,7 @@ def _extra_entries():
                       {"margin": 0.0}, 2, _torch_margin_ranking, _jax_margin_ranking)
     yield LossEntry("linear_cross_entropy", "linear", linear_inputs, {}, n_grads=2,
                     grad_slots=3, floor="gemm", max_named=MAX_NAMED,
+                    needs=(("scipy", "pip install 'fastloss[linear]'"),),
                     peers=_formula_peers(_torch_linear_ce, _jax_linear_ce,
                                          chunked=_torch_linear_ce_chunked))
 

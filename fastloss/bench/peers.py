@@ -123,7 +123,6 @@ def torch_compiled(loss_fn: Callable) -> Builder:
 @functools.lru_cache(maxsize=None)
 def _jax_module():
     import jax
-    jax.config.update("jax_enable_x64", True)
     return jax
 
 
@@ -138,13 +137,18 @@ def jax_peer(loss_fn: Callable) -> Builder:
         params = dict(case.params)
         n_grads = case.entry.n_grads
         argnums = 0 if n_grads == 1 else tuple(range(n_grads))
-        value_and_grad = jax.jit(jax.value_and_grad(
-            lambda *arrays: loss_fn(jnp, *arrays, **params), argnums=argnums))
-        arrays = [jax.device_put(a) for a in case.args]
+        # float64 needs JAX's x64 mode: switched on for this peer's tracing and calls only
+        # (a global jax_enable_x64 would change every other JAX user in the process)
+        x64 = case.dtype == np.float64
+        with jax.enable_x64(x64):
+            value_and_grad = jax.jit(jax.value_and_grad(
+                lambda *arrays: loss_fn(jnp, *arrays, **params), argnums=argnums))
+            arrays = [jax.device_put(a) for a in case.args]
 
         def call():
-            loss, grad = value_and_grad(*arrays)
-            jax.block_until_ready(grad)
+            with jax.enable_x64(x64):
+                loss, grad = value_and_grad(*arrays)
+                jax.block_until_ready(grad)
             return loss, grad
         return call
     return build

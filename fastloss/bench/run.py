@@ -341,6 +341,14 @@ def run(settings: Settings) -> Report:
                        "(skipped)")
             report.skipped.append(message)
             _progress(message)
+            continue
+        missing_needs = [(module, install) for module, install in entry.needs
+                         if not _installed(module)]
+        if missing_needs:
+            module, install = missing_needs[0]
+            message = f"{name}: needs {module}, which is not installed ({install}; skipped)"
+            report.skipped.append(message)
+            _progress(message)
         else:
             entries.append(entry)
     if "threadpoolctl" not in sys.modules and not _installed("threadpoolctl"):
