@@ -16,6 +16,8 @@ Dask arrays (or NumPy arrays) chunked along axis 0, the sample axis, and returns
 
 The class-axis losses take K-dim logits (N, C, d1, ..., dK) chunked along N only, and
 ``sample_weight`` (N,) or of the target's sample shape, chunked with the input.
+``gaussian_kl(mean, log_var)`` takes (N, D) rows; both are differentiated, so its gradient
+(and hessian) is a pair of Dask arrays with the mean's chunks.
 
 How it is computed
 ------------------
@@ -85,6 +87,7 @@ from fastloss import LossGradHess, LossResult
 
 ELEMENTWISE = "elementwise"   # any shape; a loss per element; "none" has the input's shape
 CLASS_AXIS = "class_axis"     # (N, C, ...) logits; a loss per sample; "none" drops axis 1
+ROWS = "rows"                 # (N, D) rows (gaussian_kl); a loss per row; "none" is (N,)
 
 # children per node of the tree that adds the per-chunk double sums in chunk order
 SPLIT_EVERY = 32
@@ -203,8 +206,10 @@ class DaskLoss:
     """One loss as fastloss.dask runs it.
 
     name           the fastloss function (fastloss.<name>) and the exported name
-    layout         ELEMENTWISE or CLASS_AXIS
+    layout         ELEMENTWISE, CLASS_AXIS or ROWS
     sample_args    array arguments with one entry per sample: chunked with the input
+    differentiated the sample arguments that are differentiated too (gaussian_kl's log_var):
+                   the gradient (and hessian) is then a tuple, the input's first
     broadcast_args arrays broadcastable to the input (element-wise weights, quantile levels):
                    chunked with the input where they vary along the sample axis (they have
                    the input's number of axes and its length N > 1 on axis 0), else whole
@@ -216,6 +221,7 @@ class DaskLoss:
     name: str
     layout: str
     sample_args: Tuple[str, ...] = ("target",)
+    differentiated: Tuple[str, ...] = ()
     broadcast_args: Tuple[str, ...] = ()
     whole_args: Tuple[str, ...] = ()
     denominators: Mapping[str, Any] = field(default_factory=lambda: {"mean": ElementCount()})
@@ -233,6 +239,9 @@ LOSSES: Tuple[DaskLoss, ...] = (
     DaskLoss("multi_margin", CLASS_AXIS, whole_args=("weight",),
              denominators={"mean": SampleCount()}),
     DaskLoss("kl_divergence_with_logits", CLASS_AXIS, sample_args=("target_logits",),
+             denominators={"mean": SampleCount()}),
+    # the VAE's KL term: (N, D) means and log-variances, both differentiated; "mean" over rows
+    DaskLoss("gaussian_kl", ROWS, sample_args=("log_var",), differentiated=("log_var",),
              denominators={"mean": SampleCount()}),
     # element-wise losses: "mean" divides by the element count, weighted or not
     DaskLoss("binary_cross_entropy_with_logits", ELEMENTWISE,
@@ -291,10 +300,11 @@ class _ChunkKernel:
                               f"{self.rows[0]}:{self.rows[1]}: {error}") from error
         grad = result.grad
         hess = result.hess if self.compute_hess else None
-        if self.averaged and grad is not None and grad.size:
-            _scale_gradient(grad, denominator, self.ignored_rows, arrays)
-            if hess is not None:
-                _scale_gradient(hess, denominator, self.ignored_rows, arrays)
+        if self.averaged and grad is not None:
+            for array in (grad if isinstance(grad, tuple) else (grad,)) + (
+                    () if hess is None else hess if isinstance(hess, tuple) else (hess,)):
+                if array.size:
+                    _scale_gradient(array, denominator, self.ignored_rows, arrays)
         if self.kernel_reduction == "none":
             return 0.0, grad, result.loss, hess
         return float(result.loss), grad, None, hess
@@ -527,15 +537,25 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
                              meta=np.empty((0,), object))
 
     # -------- the outputs
-    def like_input(what, index):
+    def like_input(what, index, part=None):
+        """The chunks' result `index` (or entry `part` of that tuple) as a Dask array like x."""
         name = f"{loss.name}-{what}-{token}"
-        dsk = {(name, i) + (0,) * (x.ndim - 1): (operator.getitem, (kernel_name, i), index)
-               for i in range(n_chunks)}
+        dsk = {}
+        for i in range(n_chunks):
+            item = (operator.getitem, (kernel_name, i), index)
+            dsk[(name, i) + (0,) * (x.ndim - 1)] = (
+                item if part is None else (operator.getitem, item, part))
         return da.Array(HighLevelGraph.from_collections(name, dsk, [chunk_results]), name,
                         chunks=x.chunks, dtype=x.dtype, meta=np.empty((0,) * x.ndim, x.dtype))
 
-    grad = like_input("grad", 1) if compute_grad else None
-    hess = like_input("hess", 3) if compute_hess else None
+    def per_input(what, index):
+        if not loss.differentiated:
+            return like_input(what, index)
+        return tuple(like_input(f"{what}{part}", index, part)
+                     for part in range(1 + len(loss.differentiated)))
+
+    grad = per_input("grad", 1) if compute_grad else None
+    hess = per_input("hess", 3) if compute_hess else None
 
     def result(loss_value):
         return LossGradHess(loss_value, grad, hess) if compute_hess else LossResult(
@@ -544,7 +564,7 @@ def _dask_loss(loss: DaskLoss, kernel: Callable, input_name: str,
     loss_name = f"{loss.name}-loss-{token}"
     if reduction == "none":
         # per sample: the input's shape, without the class axis (axis 1) of class-axis losses
-        per_sample_chunks = (x.chunks[:1] + x.chunks[2:] if loss.layout == CLASS_AXIS
+        per_sample_chunks = (x.chunks[:1] + x.chunks[2:] if loss.layout in (CLASS_AXIS, ROWS)
                              else x.chunks)
         dsk = {(loss_name, i) + (0,) * (len(per_sample_chunks) - 1):
                (operator.getitem, (kernel_name, i), 2) for i in range(n_chunks)}
@@ -590,9 +610,11 @@ def _make_function(loss: DaskLoss, kernel: Callable) -> Callable:
     function.__name__ = function.__qualname__ = loss.name
     function.__module__ = __name__
     function.__signature__ = signature
-    layout = ("(N, C) or (N, C, d1, ..., dK) logits, chunked along N"
-              if loss.layout == CLASS_AXIS else "an input of any shape, chunked along axis 0")
-    none_shape = ("(N, d1, ..., dK)" if loss.layout == CLASS_AXIS else "the input's shape")
+    layout = {CLASS_AXIS: "(N, C) or (N, C, d1, ..., dK) logits, chunked along N",
+              ROWS: "(N, D) rows, chunked along N"}.get(
+                  loss.layout, "an input of any shape, chunked along axis 0")
+    none_shape = {CLASS_AXIS: "(N, d1, ..., dK)", ROWS: "(N,)"}.get(loss.layout,
+                                                                   "the input's shape")
     function.__doc__ = (
         f"``fastloss.{loss.name}`` over Dask arrays: {layout}.\n\n"
         f"Arguments, semantics and maths are those of ``fastloss.{loss.name}`` (see its "
