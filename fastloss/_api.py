@@ -291,12 +291,7 @@ def softmax_focal(
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
     dtype = logits.dtype
     indices = check.class_indices(target, "target", n_samples)
-    alpha_array, alpha_scalar = None, 1.0
-    if alpha is not None and np.ndim(alpha) == 0:
-        alpha_scalar = check.real_scalar(alpha.item() if isinstance(alpha, np.ndarray) else alpha,
-                                         "alpha")
-    else:
-        alpha_array = check.class_weight(alpha, "alpha", n_classes, dtype)
+    alpha_array, alpha_scalar = check.focal_alpha(alpha, n_classes, dtype)
     out = check.out_array(out, logits, {"target": target, "alpha": alpha})
     denominator = check.check_indices_in_range(indices, "target", n_classes, ignore_index, None)
 

@@ -121,26 +121,6 @@ def sample_weight_array(sample_weight, sample_shape: tuple, dtype):
     return values, per_position
 
 
-def extra_out(array, name: str, shape: tuple, dtype, others: dict):
-    """An output array other than `out` (lse_out): the rules of `out` for `shape`/`dtype`."""
-    if array is None:
-        return None
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{name} must be a numpy.ndarray or None, got {type(array).__name__}")
-    if array.shape != tuple(shape) or array.dtype != dtype:
-        raise ValueError(f"{name} must have shape {tuple(shape)} and dtype {dtype}, got shape "
-                         f"{array.shape} and dtype {array.dtype}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    if not array.flags.writeable:
-        raise ValueError(f"{name} must be writeable, got a read-only array")
-    for other_name, other in others.items():
-        if other is not None and np.may_share_memory(array, other) \
-                and np.shares_memory(array, other):
-            raise ValueError(f"{name} overlaps {other_name}")
-    return array
-
-
 def index_denominator(indices, n_classes, ignore_index, weight, sample_weight, per_position,
                       sample_shape, class_weighted=True):
     """Check the class indices; the mean's denominator sum_i s_i w_{y_i} over kept samples
@@ -212,9 +192,9 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
                                                   "sample_weight": sample_weight,
                                                   "lse_out": lse_out, "out": out},
                                name="hess_out")
-    lse_out = extra_out(lse_out, "lse_out", sample_shape, dtype,
-                        {"logits": logits, "target": target_array, "weight": weight,
-                         "sample_weight": sample_weight})
+    lse_out = check.output_array(lse_out, sample_shape, dtype,
+                                 {"logits": logits, "target": target_array, "weight": weight,
+                                  "sample_weight": sample_weight}, "lse_out")
     if indices is not None:
         denominator = index_denominator(indices, n_classes, ignore_index, weight_array, sw,
                                         per_position, sample_shape)
@@ -252,12 +232,7 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
     indices, _, sample_shape = class_axis_target(logits, target, ignore_index,
                                                  allow_probabilities=False)
     inner = math.prod(sample_shape[1:])
-    alpha_array, alpha_scalar = None, 1.0
-    if alpha is not None and np.ndim(alpha) == 0:
-        alpha_scalar = check.real_scalar(alpha.item() if isinstance(alpha, np.ndarray) else alpha,
-                                         "alpha")
-    else:
-        alpha_array = check.class_weight(alpha, "alpha", n_classes, dtype)
+    alpha_array, alpha_scalar = check.focal_alpha(alpha, n_classes, dtype)
     sw, per_position = sample_weight_array(sample_weight, sample_shape, dtype)
     out = check.out_array(out, logits, {"target": np.asarray(target), "alpha": alpha,
                                         "sample_weight": sample_weight})

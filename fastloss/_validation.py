@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -222,22 +222,51 @@ def class_weight(weight, name: str, n_classes: int, dtype: np.dtype) -> Optional
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def focal_alpha(alpha, n_classes: int, dtype) -> Tuple[Optional[np.ndarray], float]:
+    """softmax_focal's alpha: (None, the number) for a real scalar (or a 0-d array), else
+    (the per-class array, 1.0) checked as a class weight (None: no alpha)."""
+    if alpha is not None and np.ndim(alpha) == 0:
+        return None, real_scalar(alpha.item() if isinstance(alpha, np.ndarray) else alpha,
+                                 "alpha")
+    return class_weight(alpha, "alpha", n_classes, dtype), 1.0
+
+
+def output_array(array, shape: tuple, dtype, inputs: dict, name: str,
+                 whose: str = "") -> Optional[np.ndarray]:
+    """An output array (`out`, `hess_out`, `lse_out`, ...): None, or a C-contiguous writeable
+    ndarray of `shape` and `dtype` that overlaps none of `inputs` (name -> array). `whose`
+    says in the shape message where shape and dtype come from."""
+    if array is None:
+        return None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} must be a numpy.ndarray or None, got {_describe(array)}")
+    shape = tuple(shape)
+    if array.shape != shape or array.dtype != dtype:
+        raise ValueError(f"{name} must have shape {shape} and dtype {np.dtype(dtype)}{whose}, "
+                         f"got shape {array.shape} and dtype {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not array.flags.writeable:
+        raise ValueError(f"{name} must be writeable, got a read-only array")
+    _no_overlap(array, inputs, name)
+    return array
+
+
+def _no_overlap(array: np.ndarray, inputs: dict, name: str) -> None:
+    for other, value in inputs.items():
+        if (isinstance(value, np.ndarray) and np.may_share_memory(array, value)
+                and np.shares_memory(array, value)):
+            raise ValueError(f"{name} overlaps {other}; the result would overwrite it")
+
+
 def out_array(out, like: np.ndarray, inputs: dict, name: str = "out") -> Optional[np.ndarray]:
     """`out` receives the gradient: same shape and dtype as `like` (the differentiated input),
     C-contiguous, writeable; it may be `like` itself (in place) but must not overlap any of
     `inputs` (name -> array), nor overlap `like` other than being exactly it. `name`: how
     the messages call it (hess_out follows the same rules)."""
+    out = output_array(out, like.shape, like.dtype, {}, name, " (those of the input)")
     if out is None:
         return None
-    if not isinstance(out, np.ndarray):
-        raise ValueError(f"{name} must be a numpy.ndarray or None, got {_describe(out)}")
-    if out.shape != like.shape or out.dtype != like.dtype:
-        raise ValueError(f"{name} must have shape {like.shape} and dtype {like.dtype} (those of "
-                         f"the input), got shape {out.shape} and dtype {out.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} must be writeable, got a read-only array")
     if out is not like and np.may_share_memory(out, like):
         # in place through another view of the same buffer is fine; any other overlap is not
         same_view = (like.flags.c_contiguous and out.strides == like.strides
@@ -245,10 +274,7 @@ def out_array(out, like: np.ndarray, inputs: dict, name: str = "out") -> Optiona
         if not same_view and np.shares_memory(out, like):
             raise ValueError(f"{name} overlaps the input without being the input itself; pass "
                              "the input itself for an in-place result, or a separate array")
-    for other, array in inputs.items():
-        if (isinstance(array, np.ndarray) and np.may_share_memory(out, array)
-                and np.shares_memory(out, array)):
-            raise ValueError(f"{name} overlaps {other}; the result would overwrite it")
+    _no_overlap(out, inputs, name)
     return out
 
 

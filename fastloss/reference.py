@@ -603,13 +603,9 @@ def softmax_focal(logits, target, *, alpha=None, gamma=2.0, ignore_index=-100,
     gamma = check.real_scalar(gamma, "gamma", low=0.0)
     dtype = logits.dtype
     y = check.class_indices(target, "target", n)
-    if alpha is None:
-        alpha_full = np.ones(n_classes, dtype=dtype)
-    elif np.ndim(alpha) == 0:
-        value = alpha.item() if isinstance(alpha, np.ndarray) else alpha
-        alpha_full = np.full(n_classes, check.real_scalar(value, "alpha"), dtype=dtype)
-    else:
-        alpha_full = check.class_weight(alpha, "alpha", n_classes, dtype)
+    alpha_array, alpha_scalar = check.focal_alpha(alpha, n_classes, dtype)
+    alpha_full = (np.full(n_classes, alpha_scalar, dtype=dtype) if alpha_array is None
+                  else alpha_array)
     out = check.out_array(out, logits, {"target": target, "alpha": alpha})
     check.check_indices_in_range(y, "target", n_classes, ignore_index, None)
 
@@ -1055,9 +1051,9 @@ def _class_axis_cross_entropy(logits, target, *, weight, ignore_index, label_smo
     target_array = np.asarray(target)
     out = check.out_array(out, logits, {"target": target_array, "weight": weight,
                                         "sample_weight": sample_weight, "lse_out": lse_out})
-    lse_out = _class.extra_out(lse_out, "lse_out", sample_shape, dtype,
+    lse_out = check.output_array(lse_out, sample_shape, dtype,
                                {"logits": logits, "target": target_array, "weight": weight,
-                                "sample_weight": sample_weight})
+                                "sample_weight": sample_weight}, "lse_out")
     if indices is not None:
         _class.index_denominator(indices, n_classes, ignore_index, w, sw, per_position,
                                  sample_shape)
@@ -1112,10 +1108,7 @@ def _class_axis_focal(logits, target, *, alpha, gamma, ignore_index, reduction, 
     n_classes = logits.shape[1]
     indices, _, sample_shape = _class.class_axis_target(logits, target, ignore_index,
                                                         allow_probabilities=False)
-    if alpha is not None and np.ndim(alpha) != 0:
-        check.class_weight(alpha, "alpha", n_classes, dtype)
-    elif alpha is not None:
-        check.real_scalar(alpha.item() if isinstance(alpha, np.ndarray) else alpha, "alpha")
+    check.focal_alpha(alpha, n_classes, dtype)
     sw, per_position = _class.sample_weight_array(sample_weight, sample_shape, dtype)
     out = check.out_array(out, logits, {"target": np.asarray(target), "alpha": alpha,
                                         "sample_weight": sample_weight})

@@ -158,7 +158,7 @@ def _torch_sigmoid_focal(logits, target, alpha=0.25, gamma=2.0, reduction="mean"
         loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
     if weight is not None:
         loss = loss * weight
-    return _torch_reduce(loss, reduction, loss.numel())
+    return _formulas.reduce(loss, reduction, loss.numel())
 
 
 def _times_weight(loss, weight):
@@ -169,41 +169,31 @@ def _torch_pinball(input, target, quantile=0.5, weight=None, reduction="mean"):
     """scikit-learn's PinballLoss: q r where r = target - input >= 0, else (q - 1) r."""
     r = target - input
     loss = torch.where(r >= 0, quantile * r, (quantile - 1) * r)
-    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+    return _formulas.reduce(_times_weight(loss, weight), reduction, loss.numel())
 
 
 def _torch_log_cosh(input, target, weight=None, reduction="mean"):
     """log(cosh(d)) as logaddexp(d, -d) - log 2 (finite for every finite d)."""
     d = input - target
     loss = torch.logaddexp(d, -d) - 0.6931471805599453
-    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+    return _formulas.reduce(_times_weight(loss, weight), reduction, loss.numel())
 
 
 def _torch_tweedie(input, target, power=1.5, weight=None, reduction="mean"):
     """LightGBM's tweedie objective (log link) as a loss of the raw score."""
     loss = (-target * torch.exp((1 - power) * input) / (1 - power)
             + torch.exp((2 - power) * input) / (2 - power))
-    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+    return _formulas.reduce(_times_weight(loss, weight), reduction, loss.numel())
 
 
 def _torch_hinge(input, target, margin=1.0, weight=None, reduction="mean"):
     loss = F.relu(margin - target * input)
-    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
+    return _formulas.reduce(_times_weight(loss, weight), reduction, loss.numel())
 
 
 def _torch_squared_hinge(input, target, margin=1.0, weight=None, reduction="mean"):
     loss = F.relu(margin - target * input) ** 2
-    return _torch_reduce(_times_weight(loss, weight), reduction, loss.numel())
-
-
-def _torch_reduce(loss, reduction, count):
-    if reduction == "none":
-        return loss
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.sum() / count
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return _formulas.reduce(_times_weight(loss, weight), reduction, loss.numel())
 
 
 # ------------------------------------------------------------------------------ the table
