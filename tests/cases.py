@@ -481,6 +481,29 @@ def torch_class_axis_ce(x, target, kwargs, reduction):
     return per.sum() / (s * w_y * kept).sum()
 
 
+def torch_focal_kdim(xt, target, kwargs, reduction):
+    """softmax_focal in torch for any layout (N, C, d1, ..., dK): torch_softmax_focal on the
+    (N * d1 * ... * dK, C) rows, times the sample weights; "mean" over their kept sum."""
+    kw = dict(kwargs)
+    s = kw.pop("sample_weight", None)
+    c = xt.shape[1]
+    rows = torch.movedim(xt, 1, -1).reshape(-1, c)
+    flat = np.asarray(target).reshape(-1)
+    per = torch_softmax_focal(rows, flat, reduction="none", **kw)
+    weights = torch.ones_like(per)
+    if s is not None:
+        s = np.broadcast_to(np.asarray(s).reshape(s.shape + (1,) * (np.ndim(target) - s.ndim)),
+                            np.shape(target))
+        weights = torch.as_tensor(np.array(s).reshape(-1), dtype=xt.dtype)
+    per = per * weights
+    if reduction == "none":
+        return per.reshape(np.shape(target))
+    if reduction == "sum":
+        return per.sum()
+    kept = torch.as_tensor(flat != kw.get("ignore_index", -100))
+    return per.sum() / (weights * kept).sum()
+
+
 def _make_class_axis_ce(rng, dtype, shape, option):
     x, target, kwargs = _make_softmax_ce(rng, dtype, shape, option)
     if option.get("_sample_weight"):
@@ -511,24 +534,12 @@ def _make_focal_weighted(rng, dtype, shape, option):
     return x, target, kwargs
 
 
-def _torch_focal_weighted(x, target, kwargs, reduction):
-    kw = dict(kwargs)
-    s = torch.as_tensor(kw.pop("sample_weight"), dtype=x.dtype)
-    per = torch_softmax_focal(x, target, reduction="none", **kw) * s
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    kept = torch.as_tensor(target) != kw.get("ignore_index", -100)
-    return per.sum() / (s * kept).sum()
-
-
 SOFTMAX_FOCAL_WEIGHTED = LossCase(
     name="softmax_focal",
     make=_make_focal_weighted,
     options=[{"_sample_weight": True},
              {"_sample_weight": True, "_alpha": "per_class", "gamma": 1.5, "ignore_index": 2}],
-    torch_loss=_torch_focal_weighted,
+    torch_loss=torch_focal_kdim,
     shapes={"small": (37, 11), "threads": (700, 257)},
     class_axis=True,
 )

@@ -16,7 +16,7 @@ import pytest
 import fastloss
 from fastloss import _kernels, reference
 
-from cases import torch, torch_class_axis_ce, torch_softmax_focal
+from cases import torch, torch_class_axis_ce, torch_focal_kdim
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -55,28 +55,6 @@ def make(rng, dtype, shape, option, scale=3.0):
     elif option.get("_sw") == "full":
         kwargs["sample_weight"] = rng.uniform(0.0, 2.0, sample_shape).astype(dtype)
     return x, target, kwargs
-
-
-def torch_focal_kdim(xt, target, kwargs, reduction):
-    """torch_softmax_focal on (N * d1 * ... * dK, C) rows, with sample weights."""
-    kw = dict(kwargs)
-    s = kw.pop("sample_weight", None)
-    c = xt.shape[1]
-    rows = torch.movedim(xt, 1, -1).reshape(-1, c)
-    flat = np.asarray(target).reshape(-1)
-    per = torch_softmax_focal(rows, flat, reduction="none", **kw)
-    weights = torch.ones_like(per)
-    if s is not None:
-        s = np.broadcast_to(np.asarray(s).reshape(s.shape + (1,) * (np.ndim(target) - s.ndim)),
-                            np.shape(target))
-        weights = torch.as_tensor(np.array(s).reshape(-1), dtype=xt.dtype)
-    per = per * weights
-    if reduction == "none":
-        return per.reshape(np.shape(target))
-    if reduction == "sum":
-        return per.sum()
-    kept = torch.as_tensor(flat != kw.get("ignore_index", -100))
-    return per.sum() / (weights * kept).sum()
 
 
 def tolerance(dtype):

@@ -16,7 +16,7 @@ import pytest
 import fastloss
 from fastloss import _kernels, reference
 
-from cases import torch, torch_class_axis_ce, torch_softmax_focal
+from cases import torch, torch_class_axis_ce, torch_focal_kdim
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -73,31 +73,9 @@ def assert_close(actual, expected, dtype, what=""):
                                err_msg=what)
 
 
-def torch_focal(xt, target, kwargs, reduction):
-    """softmax_focal in torch for any layout: rows (N * d1 * ..., C), sample weights."""
-    kw = dict(kwargs)
-    s = kw.pop("sample_weight", None)
-    c = xt.shape[1]
-    rows = torch.movedim(xt, 1, -1).reshape(-1, c)
-    flat = np.asarray(target).reshape(-1)
-    per = torch_softmax_focal(rows, flat, reduction="none", **kw)
-    weights = torch.ones_like(per)
-    if s is not None:
-        s = np.broadcast_to(np.asarray(s).reshape(s.shape + (1,) * (np.ndim(target) - s.ndim)),
-                            np.shape(target))
-        weights = torch.as_tensor(np.array(s).reshape(-1), dtype=xt.dtype)
-    per = per * weights
-    if reduction == "none":
-        return per.reshape(np.shape(target))
-    if reduction == "sum":
-        return per.sum()
-    kept = torch.as_tensor(flat != kw.get("ignore_index", -100))
-    return per.sum() / (weights * kept).sum()
-
-
 def torch_hessian_diagonal(name, x, target, kwargs, reduction):
     """The diagonal of torch.func.hessian of the loss (float64), in x's shape."""
-    loss_of = torch_class_axis_ce if name == "ce" else torch_focal
+    loss_of = torch_class_axis_ce if name == "ce" else torch_focal_kdim
 
     def scalar(xt):
         value = loss_of(xt, target, kwargs, reduction)
