@@ -199,8 +199,10 @@ def test_every_simd_level_matches_reference(case, option, dtype, simd_level):
 # The chunk layouts of the class losses (C <= 128) take each chunk's rows as one run of
 # elements, with per-row values spread over it by vector permutes whose patterns depend on C
 # and the vector width: check several whole chunks and a partial one, class counts around
-# the vector widths, ignored rows (one of them nan) and in-place gradients, at every level.
-CHUNK_CLASS_COUNTS = [1, 2, 3, 5, 10, 15, 16, 17, 31, 32, 33, 64, 100, 128]
+# the vector widths (the row trees take C in (P/2, P], P the lanes of a vector: 16 or 8
+# float32, 8 or 4 float64), ignored rows (one of them nan) and in-place gradients, at every
+# level.
+CHUNK_CLASS_COUNTS = [1, 2, 3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 31, 32, 33, 64, 100, 128]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
