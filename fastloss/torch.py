@@ -457,6 +457,13 @@ def _is_default(value, default) -> bool:
     return value is default or (not isinstance(value, torch.Tensor) and value == default)
 
 
+def _is_plain_default(value, default) -> bool:
+    """value is the default itself, or a Python scalar of its type equal to it (a tensor or
+    an array never counts as a default, so that `==` is never elementwise here)."""
+    return value is default or (type(value) is type(default)
+                                and type(value) in (int, float, str, bool) and value == default)
+
+
 def _schema_type(default) -> str:
     if isinstance(default, bool):
         return "bool"
@@ -722,7 +729,9 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     apply = _fast_apply(eager_function)
     single_input = row.inputs == 1 and not grad_option_indices
 
-    def by_torch(values):
+    def by_torch(values, args=()):
+        if values is None:  # a call of the positional tensors alone
+            values = dict(zip(positional, args))
         values = {k: v for k, v in values.items() if k not in _LEGACY or v is not None}
         if spec.torch_function is None:
             return row.torch_formula(**values)
@@ -733,6 +742,10 @@ def _make_function(spec: _Spec, custom_op, eager_function):
         return spec.torch_function(**{k: v for k, v in values.items() if k not in extras})
 
     def loss_function(*args, **kwargs):
+        if not kwargs and len(args) == n_positional:
+            # the common call, f(input, target): every option at its default (the arguments
+            # by name are built only if PyTorch computes the loss)
+            return run(list(args), default_options.copy(), None, args)
         if len(args) > max_positional:
             raise TypeError(f"{spec.name}() takes at most {max_positional} positional "
                             f"arguments ({len(args)} given)")
@@ -770,14 +783,19 @@ def _make_function(spec: _Spec, custom_op, eager_function):
                 elif is_float and value is not None:
                     value = float(value)
                 options[index] = value
+        return run(tensors, options, values, args)
+
+    def run(tensors, options, values, args):
+        """The loss from the parsed call: the kernel's, or PyTorch's (values: the arguments
+        by name, None for a call of the positional tensors alone)."""
         if row.none_by_torch and options[reduction_index] == "none":
-            return by_torch(values)
+            return by_torch(values, args)
         if not _kernel_takes(spec, tensors, options):
-            return by_torch(values)
+            return by_torch(values, args)
         input = tensors[0]
         for index in same_shape_slots:
             if options[index] is not None and options[index].shape != input.shape:
-                return by_torch(values)  # PyTorch's error: it does not broadcast this option
+                return by_torch(values, args)  # PyTorch's error: it does not broadcast it
         for index in scalar_default_slots:
             if not isinstance(options[index], torch.Tensor):
                 options[index] = torch.tensor(options[index], dtype=input.dtype)
@@ -832,13 +850,21 @@ def _make_module(spec: _Spec, function):
         base = getattr(torch.nn, row.module)
         module_args = [name for name in inspect.signature(base.__init__).parameters
                        if name in spec.defaults and name not in _LEGACY]
+        module_defaults = tuple((name, spec.defaults[name]) for name in module_args)
 
         if row.module_forward is not None:
             def forward(self, *tensors):
                 return row.module_forward(self, function, *tensors)
         else:
             def forward(self, *tensors):
-                return function(*tensors, **{name: getattr(self, name) for name in module_args})
+                # only the options off their default: a module at its defaults makes the
+                # function's call of the positional tensors alone (its fast path)
+                changed = {}
+                for name, default in module_defaults:
+                    value = getattr(self, name)
+                    if not _is_plain_default(value, default):
+                        changed[name] = value
+                return function(*tensors, **changed)
 
         doc = (f"torch.nn.{row.module} whose forward is fastloss.torch.{spec.name} (the fused "
                f"kernel of fastloss.{row.fastloss}); same constructor, buffers and state_dict.")

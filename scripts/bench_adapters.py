@@ -2,6 +2,7 @@
 frameworks' own losses, forward + backward, float32, 2 threads, one run.
 
     python scripts/bench_adapters.py [--repeats 15] [--threads 2] [--quick]
+                                     [--only torch overhead training jax]
 
 Prints markdown tables: median times of repeats (after warm-up), and the ratio of each peer to
 the fastloss adapter. Compare only within one run (HELPERS.md).
@@ -16,11 +17,16 @@ import sys
 import time
 
 
+SECTIONS = ["torch", "overhead", "training", "jax"]
+
+
 def parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="the tables to print (default: all)")
     return parser.parse_args()
 
 
@@ -252,13 +258,17 @@ def main():
     print(f"fastloss {fastloss.__version__}, SIMD {fastloss.simd_level()}, torch "
           f"{torch.__version__}, {ARGS.threads} threads, load average "
           f"{os.getloadavg()[0]:.2f} at start")
-    bench_torch_large()
-    bench_overhead()
-    bench_training_step()
-    try:
-        bench_jax()
-    except ImportError as missing:
-        print(f"\n(jax benchmark skipped: {missing})")
+    if "torch" in ARGS.only:
+        bench_torch_large()
+    if "overhead" in ARGS.only:
+        bench_overhead()
+    if "training" in ARGS.only:
+        bench_training_step()
+    if "jax" in ARGS.only:
+        try:
+            bench_jax()
+        except ImportError as missing:
+            print(f"\n(jax benchmark skipped: {missing})")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
