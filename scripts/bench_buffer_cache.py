@@ -54,6 +54,12 @@ def cases(dtype):
     out.append(("BCE with logits 2^24", fl.binary_cross_entropy_with_logits, x, t, {}, True))
     out.append(("sigmoid focal 2^24", fl.sigmoid_focal, x, t, {"alpha": 0.25, "gamma": 2.0},
                 True))
+    # the general-gamma passes (issue 18, part 3): hard targets, and soft ones
+    out.append(("sigmoid focal 2^24 gamma=1.5", fl.sigmoid_focal, x, t,
+                {"alpha": 0.25, "gamma": 1.5}, True))
+    soft = rng.random(n, dtype=np.float32).astype(dtype)
+    out.append(("sigmoid focal 2^24 gamma=1.5 soft", fl.sigmoid_focal, x, soft,
+                {"alpha": 0.25, "gamma": 1.5}, True))
     return out
 
 
