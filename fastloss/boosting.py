@@ -100,7 +100,13 @@ Choices made here
 - Float32. Both boosters store gradients and hessians as float32 (LightGBM's ``score_t``,
   XGBoost's ``GradientPair``); the objectives compute in float32 and return float32 arrays,
   so the boosters take them without a conversion. XGBoost's scores are float32 already;
-  LightGBM's float64 scores are cast once per call (the only pass besides the kernel's).
+  LightGBM's float64 scores are cast once per call (the only pass besides the kernel's for
+  (n,) scores; for k classes the cast also transposes them to C order, and the C-ordered
+  results are copied back into LightGBM's Fortran order, so that LightGBM takes them as
+  views: three passes around the kernel's, cheaper than the two transposing copies
+  LightGBM makes of C-ordered results). A float64 kernel run on LightGBM's scores would
+  read them without the cast but write float64 results, which LightGBM casts to float32:
+  two casts instead of one.
 - Sample weights go into the kernels (the element-wise losses' ``weight``, the softmax
   losses' ``sample_weight``): the gradient and hessian come out weighted from the same pass.
 - The exact second derivative of each loss (fastloss's ``compute_hess=True``): the diagonal

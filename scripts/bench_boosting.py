@@ -131,6 +131,16 @@ def numpy_softmax_vectorised(preds, labels):
     return prob, hess
 
 
+def kdim_path_time(function):
+    """median_time of `function` with LightGBM's Fortran-ordered scores read by the K-dim
+    kernel path (boosting.KERNEL_READS_FORTRAN_SCORES), to see when it beats the default."""
+    boosting.KERNEL_READS_FORTRAN_SCORES = True
+    try:
+        return median_time(function)
+    finally:
+        boosting.KERNEL_READS_FORTRAN_SCORES = False
+
+
 def as_lightgbm_takes(result):
     """What LightGBM's Booster.__boost does with an objective's (grad, hess): ravel(order="F")
     for k classes, then a contiguous float32 array (a view when they are so already). Part of
@@ -198,6 +208,9 @@ def objective_calls():
     rows += [
         (f"multiclass {n_multi:.0e} x {k}, LightGBM layout (float64, F)", "fastloss",
          median_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64, lgb_docs),
+        ("", "fastloss, K-dim path (KERNEL_READS_FORTRAN_SCORES=True)",
+         kdim_path_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64,
+         lgb_docs),
         ("", "NumPy (LightGBM's multiclass demo)", lgb_docs, copy64, None),
         (f"multiclass {n_multi:.0e} x {k}, XGBoost layout (float32, C)", "fastloss",
          median_time(lambda: xgb_ce(classes, multi32)), copy32, loop),
