@@ -5,14 +5,14 @@ training runs, against NumPy objectives and the boosters' built-in objectives.
 
 1. One objective call (gradient + hessian): 10^6 binary rows and 10^5 x 10 multiclass, in
    each booster's layout (LightGBM: float64 scores, (n, k) Fortran-ordered; XGBoost: float32,
-   (n, k) C-ordered), against NumPy objectives written after LightGBM's and XGBoost's
-   documentation examples (the logistic objective of both; LightGBM's vectorised softmax
-   objective; XGBoost's softmax demo, a Python loop over the rows) and against a copy of the
-   scores (np.copy: read n k values, write n k values). The LightGBM-layout times include
-   what LightGBM's Booster.__boost does with the result (ravel(order="F"), cast to float32).
+   (n, k) C-ordered), against the NumPy objectives of LightGBM's and XGBoost's documentation
+   examples (see "NumPy objectives" below: the binary loglikelihood / logregobj, LightGBM's
+   multiclass demo, XGBoost's custom_softmax row loop) and against a copy of the scores
+   (np.copy: read n k values, write n k values). The LightGBM-layout times include what
+   LightGBM's Booster.__boost does with the result (ravel(order="F"), cast to float32).
 2. Training runs: 10^6 rows x 20 features of a synthetic logistic problem, 100 rounds, the
-   fastloss BCE objective (from its init score) against the built-in binary objective, wall
-   time of lgb.train / xgb.train.
+   fastloss BCE objective (from its init score) and the docs' NumPy logistic objective
+   against the built-in binary objective, wall time of lgb.train / xgb.train.
 
 Prints markdown tables with the load average; compare only within one run (HELPERS.md).
 """
@@ -35,6 +35,11 @@ def parse():
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", choices=("calls", "training"), default=None,
                         help="run one of the two parts")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time the calls by wall clock (median of the repeats), or by "
+                             "the calling thread's CPU time (the best of the repeats; with "
+                             "--threads 1: much less disturbed by other processes on a busy "
+                             "machine)")
     return parser.parse_args()
 
 
@@ -47,63 +52,101 @@ import fastloss  # noqa: E402
 from fastloss import boosting  # noqa: E402
 
 
+CLOCK = time.thread_time if ARGS.clock == "cpu" else time.perf_counter
+
+
 def median_time(function, repeats=None):
-    """Median seconds of `function()` over repeats, after a warm-up; calls under ~1 ms are
-    timed in loops."""
+    """Median seconds of `function()` over repeats (the best with --clock cpu), after a
+    warm-up; calls under ~1 ms are timed in loops."""
     repeats = repeats or ARGS.repeats
     function()
-    start = time.perf_counter()
+    start = CLOCK()
     function()
-    once = time.perf_counter() - start
+    once = CLOCK() - start
     inner = max(1, int(1e-3 / max(once, 1e-9)))
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(inner):
             function()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+        samples.append((CLOCK() - start) / inner)
+    return min(samples) if ARGS.clock == "cpu" else statistics.median(samples)
 
 
 # ------------------------------------------------------------------ NumPy objectives
-# Written after the documentation examples of the two libraries (LightGBM's
-# examples/python-guide logistic objective, its softmax objective as in its multiclass
-# demo; XGBoost's custom objective demos), in their plain NumPy style.
+# The objectives of the two libraries' own documentation examples, written here in NumPy as
+# those examples compute them (our code, same operations):
+# - binary: LightGBM's examples/python-guide/advanced_example.py (`loglikelihood`) and
+#   XGBoost's demo/guide-python/custom_objective.py (`logregobj`), the same three lines:
+#   p = 1 / (1 + exp(-preds)), grad = p - labels, hess = p (1 - p);
+# - multiclass, LightGBM: its python-guide has no multiclass objective; its documented one
+#   is R-package/demo/multiclass_custom_objective.R, vectorised: preds minus the row max,
+#   prob = exp(preds) / rowSums(exp(preds)) (exp taken twice, as written there), grad = prob
+#   with 1 subtracted at the label, hess = 2 prob (1 - prob);
+# - multiclass, XGBoost: demo/guide-python/custom_softmax.py (`softprob_obj`), a Python loop
+#   over the rows and the classes: softmax of the row without a shift, weights of ones when
+#   the DMatrix has none, g = (p - [c == label]) w, h = max(2 p (1 - p) w, 1e-6), float64
+#   (n, k) results.
 
 def numpy_logistic(preds, labels):
-    """The logistic objective of both libraries' examples: sigmoid, p - y, p (1 - p)."""
-    probability = 1.0 / (1.0 + np.exp(-preds))
-    return probability - labels, probability * (1.0 - probability)
-
-
-def numpy_softmax_lightgbm(preds, labels):
-    """A vectorised softmax objective on LightGBM's (n, k) scores: row-wise stable softmax,
-    p - onehot, and LightGBM's k / (k - 1) p (1 - p)."""
-    n, k = preds.shape
-    shifted = preds - preds.max(axis=1, keepdims=True)
-    probability = np.exp(shifted)
-    probability /= probability.sum(axis=1, keepdims=True)
-    grad = probability.copy()
-    grad[np.arange(n), labels.astype(np.intp)] -= 1.0
-    hess = k / (k - 1.0) * probability * (1.0 - probability)
+    """LightGBM's `loglikelihood` = XGBoost's `logregobj` (both docs' binary objective)."""
+    preds = 1.0 / (1.0 + np.exp(-preds))
+    grad = preds - labels
+    hess = preds * (1.0 - preds)
     return grad, hess
 
 
-def numpy_softmax_xgboost(preds, labels):
-    """XGBoost's softmax demo in its style: a Python loop over the rows, a softmax per row,
-    p - 1 at the label, max(2 p (1 - p), eps) as the hessian."""
-    n, k = preds.shape
-    grad = np.zeros((n, k), dtype=float)
-    hess = np.zeros((n, k), dtype=float)
+def numpy_softmax_lightgbm_demo(preds, labels):
+    """LightGBM's multiclass custom objective demo (R-package/demo), in NumPy on its (n, k)
+    scores: shift by the row max, exp(preds) / rowSums(exp(preds)), grad = prob with 1
+    subtracted at the label (a copy of prob, as R's assignment), hess = 2 prob (1 - prob)."""
+    preds = preds - preds.max(axis=1, keepdims=True)
+    prob = np.exp(preds) / np.exp(preds).sum(axis=1, keepdims=True)
+    grad = prob.copy()
+    grad[np.arange(len(labels)), labels.astype(np.intp)] -= 1.0
+    hess = 2.0 * prob * (1.0 - prob)
+    return grad, hess
+
+
+def numpy_softmax_xgboost_demo(preds, labels, weights=None):
+    """XGBoost's custom_softmax.py `softprob_obj`: a Python loop over rows and classes."""
+    rows, classes = preds.shape
+    if weights is None:
+        weights = np.ones(rows, dtype=float)
+    grad = np.zeros((rows, classes), dtype=float)
+    hess = np.zeros((rows, classes), dtype=float)
     eps = 1e-6
-    for row in range(n):
-        exps = np.exp(preds[row] - preds[row].max())
-        probability = exps / exps.sum()
-        target = int(labels[row])
-        for c in range(k):
-            grad[row, c] = probability[c] - 1.0 if c == target else probability[c]
-            hess[row, c] = max(2.0 * probability[c] * (1.0 - probability[c]), eps)
+    for r in range(rows):
+        target = int(labels[r])
+        weight = float(weights[r])
+        e = np.exp(preds[r, :])
+        p = e / np.sum(e)
+        for c in range(classes):
+            pc = float(p[c])
+            g = pc - 1.0 if c == target else pc
+            grad[r, c] = g * weight
+            hess[r, c] = max(2.0 * pc * (1.0 - pc) * weight, eps)
     return grad, hess
+
+
+def numpy_softmax_vectorised(preds, labels):
+    """Not from the docs: XGBoost's demo formulas vectorised (shifted softmax, one exp), for
+    scale: what a careful NumPy user would write."""
+    e = np.exp(preds - preds.max(axis=1, keepdims=True))
+    prob = e / e.sum(axis=1, keepdims=True)
+    hess = np.maximum(2.0 * prob * (1.0 - prob), 1e-6)
+    prob[np.arange(len(labels)), labels.astype(np.intp)] -= 1.0
+    return prob, hess
+
+
+def kdim_path_time(function):
+    """median_time of `function` with LightGBM's Fortran-ordered scores read by the K-dim
+    kernel path (boosting.KERNEL_READS_FORTRAN_SCORES), to see when it beats the default."""
+    boosting.KERNEL_READS_FORTRAN_SCORES = True
+    try:
+        return median_time(function)
+    finally:
+        boosting.KERNEL_READS_FORTRAN_SCORES = False
 
 
 def as_lightgbm_takes(result):
@@ -141,15 +184,15 @@ def objective_calls():
         np.testing.assert_allclose(got[1], check[1], atol=1e-6)
     copy64 = median_time(lambda: np.copy(scores64))
     copy32 = median_time(lambda: np.copy(scores32))
+    docs64 = median_time(lambda: as_lightgbm_takes(numpy_logistic(scores64, labels)))
+    docs32 = median_time(lambda: numpy_logistic(scores32, labels))
     rows += [
         (f"binary {n_binary:.0e}, LightGBM layout (float64)", "fastloss",
-         median_time(lambda: as_lightgbm_takes(lgb_bce(labels, scores64))), copy64),
-        ("", "NumPy (docs' logistic)",
-         median_time(lambda: as_lightgbm_takes(numpy_logistic(scores64, labels))), copy64),
+         median_time(lambda: as_lightgbm_takes(lgb_bce(labels, scores64))), copy64, docs64),
+        ("", "NumPy (docs' loglikelihood)", docs64, copy64, None),
         (f"binary {n_binary:.0e}, XGBoost layout (float32)", "fastloss",
-         median_time(lambda: xgb_bce(labels, scores32)), copy32),
-        ("", "NumPy (docs' logistic)", median_time(lambda: numpy_logistic(scores32, labels)),
-         copy32),
+         median_time(lambda: xgb_bce(labels, scores32)), copy32, docs32),
+        ("", "NumPy (docs' logregobj)", docs32, copy32, None),
     ]
 
     classes = rng.integers(0, k, n_multi).astype(np.float32)
@@ -158,24 +201,30 @@ def objective_calls():
     lgb_ce = boosting.lightgbm_objective("softmax_cross_entropy", **threads)
     xgb_ce = boosting.xgboost_objective("softmax_cross_entropy", **threads)
     grad, hess = lgb_ce(classes, multi64)
-    assert grad.dtype == np.float32
-    check = numpy_softmax_lightgbm(multi64, classes)
+    assert grad.dtype == np.float32 and grad.flags.f_contiguous
+    check = numpy_softmax_lightgbm_demo(multi64, classes)
     np.testing.assert_allclose(grad, check[0], atol=1e-6)
-    np.testing.assert_allclose(hess, check[1] * (k - 1) / k, atol=1e-6)
+    np.testing.assert_allclose(hess, check[1] / 2, atol=1e-6)     # ours: p (1 - p)
+    few = slice(0, 200)
+    check = numpy_softmax_xgboost_demo(multi32[few], classes[few])
+    np.testing.assert_allclose(xgb_ce(classes[few], multi32[few])[0], check[0], atol=1e-6)
     copy64 = median_time(lambda: np.copy(multi64, order="K"))
     copy32 = median_time(lambda: np.copy(multi32))
-    loop = median_time(lambda: numpy_softmax_xgboost(multi32, classes), repeats=1)
+    loop = median_time(lambda: numpy_softmax_xgboost_demo(multi32, classes), repeats=1)
+    lgb_docs = median_time(lambda: as_lightgbm_takes(numpy_softmax_lightgbm_demo(multi64,
+                                                                                classes)))
     rows += [
         (f"multiclass {n_multi:.0e} x {k}, LightGBM layout (float64, F)", "fastloss",
-         median_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64),
-        ("", "NumPy (vectorised softmax)",
-         median_time(lambda: as_lightgbm_takes(numpy_softmax_lightgbm(multi64, classes))),
-         copy64),
+         median_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64, lgb_docs),
+        ("", "fastloss, K-dim path (KERNEL_READS_FORTRAN_SCORES=True)",
+         kdim_path_time(lambda: as_lightgbm_takes(lgb_ce(classes, multi64))), copy64,
+         lgb_docs),
+        ("", "NumPy (LightGBM's multiclass demo)", lgb_docs, copy64, None),
         (f"multiclass {n_multi:.0e} x {k}, XGBoost layout (float32, C)", "fastloss",
-         median_time(lambda: xgb_ce(classes, multi32)), copy32),
-        ("", "NumPy (vectorised softmax)",
-         median_time(lambda: numpy_softmax_lightgbm(multi32, classes)), copy32),
-        ("", "NumPy (XGBoost demo's row loop, 1 run)", loop, copy32),
+         median_time(lambda: xgb_ce(classes, multi32)), copy32, loop),
+        ("", "NumPy (XGBoost's custom_softmax demo: row loop, 1 run)", loop, copy32, None),
+        ("", "NumPy (that demo vectorised; not from the docs)",
+         median_time(lambda: numpy_softmax_vectorised(multi32, classes)), copy32, None),
     ]
     return rows
 
@@ -214,10 +263,25 @@ def training_runs():
         booster = lgb.train(dict(lgb_params, objective=objective), data, rounds)
         return time.perf_counter() - t0, booster.predict(X[:1000], raw_score=True) + start
 
+    def lgb_numpy():
+        data = lgb.Dataset(X, y, init_score=np.full(n, start), params={"max_bin": 255},
+                           free_raw_data=False)
+        data.construct()
+
+        def loglikelihood(preds, train_data):
+            return numpy_logistic(preds, train_data.get_label())
+
+        t0 = time.perf_counter()
+        booster = lgb.train(dict(lgb_params, objective=loglikelihood), data, rounds)
+        return time.perf_counter() - t0, booster.predict(X[:1000], raw_score=True) + start
+
     xgb_params = {"max_depth": 6, "eta": 0.1, "nthread": ARGS.threads, "tree_method": "hist",
                   "max_bin": 256}
     xgb_objective = boosting.xgboost_objective("binary_cross_entropy_with_logits")
     dtrain = xgb.DMatrix(X, y, nthread=ARGS.threads)
+    # the hist method's quantile cuts are built at the DMatrix's first training and kept:
+    # built here, so that the first timed run (the built-in objective's) does not pay them
+    xgb.train(dict(xgb_params, objective="binary:logistic"), dtrain, 1)
 
     def xgb_builtin():
         t0 = time.perf_counter()
@@ -232,18 +296,31 @@ def training_runs():
         return time.perf_counter() - t0, booster.predict(xgb.DMatrix(X[:1000]),
                                                          output_margin=True)
 
-    for library, builtin, ours in (("LightGBM", lgb_builtin, lgb_fastloss),
-                                   ("XGBoost", xgb_builtin, xgb_fastloss)):
-        times = {"built-in binary": [], "fastloss BCE": []}
+    def xgb_numpy():
+        def logregobj(preds, dtrain):
+            return numpy_logistic(preds, dtrain.get_label())
+
+        t0 = time.perf_counter()
+        booster = xgb.train(dict(xgb_params, base_score=start), dtrain, rounds, obj=logregobj)
+        return time.perf_counter() - t0, booster.predict(xgb.DMatrix(X[:1000]),
+                                                         output_margin=True)
+
+    for library, runs in (("LightGBM", (("built-in binary", lgb_builtin),
+                                        ("fastloss BCE", lgb_fastloss),
+                                        ("NumPy (docs' loglikelihood)", lgb_numpy))),
+                          ("XGBoost", (("built-in binary", xgb_builtin),
+                                       ("fastloss BCE", xgb_fastloss),
+                                       ("NumPy (docs' logregobj)", xgb_numpy)))):
+        times = {name: [] for name, _ in runs}
         predictions = {}
-        for _ in range(ARGS.train_repeats):   # interleaved: load drifts hit both alike
-            for name, run in (("built-in binary", builtin), ("fastloss BCE", ours)):
+        for _ in range(ARGS.train_repeats):   # interleaved: load drifts hit all alike
+            for name, run in runs:
                 seconds, predictions[name] = run()
                 times[name].append(seconds)
-        difference = float(np.max(np.abs(predictions["built-in binary"]
-                                          - predictions["fastloss BCE"])))
         base = statistics.median(times["built-in binary"])
         for name, samples in times.items():
+            difference = float(np.max(np.abs(predictions["built-in binary"]
+                                              - predictions[name])))
             rows.append((f"{library}, {n:.0e} rows x {d}, {rounds} rounds", name,
                          statistics.median(samples), base, difference))
     return rows
@@ -252,13 +329,17 @@ def training_runs():
 def main():
     load = os.getloadavg()
     print(f"fastloss {fastloss.__version__}, SIMD {fastloss.simd_level()}, "
-          f"{ARGS.threads} threads, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+          f"{ARGS.threads} threads, {ARGS.clock} clock for the calls, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
     if ARGS.only in (None, "calls"):
-        print("| one objective call (grad + hess) | implementation | median | "
-              "/ copy of the scores |")
-        print("|---|---|---|---|")
-        for case, name, seconds, copy in objective_calls():
-            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / copy:.2f}x |")
+        print("| one objective call (grad + hess) | implementation | "
+              f"{'best CPU time' if ARGS.clock == 'cpu' else 'median'} | "
+              "/ copy of the scores | docs' NumPy objective / this |")
+        print("|---|---|---|---|---|")
+        for case, name, seconds, copy, docs in objective_calls():
+            speedup = f"{docs / seconds:.1f}x" if docs else ""
+            print(f"| {case} | {name} | {format_time(seconds)} | {seconds / copy:.2f}x | "
+                  f"{speedup} |")
         print("\ncopy = np.copy of the scores in the booster's layout and dtype\n")
     if ARGS.only in (None, "training"):
         print("| training run | objective | wall time (median) | / built-in | max raw-score "

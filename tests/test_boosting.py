@@ -97,7 +97,8 @@ def test_binary_objective_is_the_summed_loss_times_the_weights():
 def test_multiclass_objective_layout(order, direct, monkeypatch):
     """LightGBM hands (n, k) float64 scores in Fortran order and takes (n, k) back; the
     result is p - onehot, p (1 - p) per (sample, class), whatever the order, and with
-    KERNEL_READS_FORTRAN_SCORES keeps LightGBM's order (its ravel(order="F") is a view)."""
+    result keeps the scores' order on both paths (for LightGBM's, its ravel(order="F") is a
+    view)."""
     monkeypatch.setattr(boosting, "KERNEL_READS_FORTRAN_SCORES", direct)
     rng = np.random.default_rng(1)
     n, k = 300, 7
@@ -106,7 +107,7 @@ def test_multiclass_objective_layout(order, direct, monkeypatch):
     weights = sample_weights(n)
     grad, hess = boosting.lightgbm_objective("softmax_cross_entropy")(labels, scores, weights)
     assert grad.shape == hess.shape == (n, k) and grad.dtype == hess.dtype == np.float32
-    if order == "F" and direct:
+    if order == "F":
         assert grad.flags.f_contiguous and hess.flags.f_contiguous
         assert np.shares_memory(grad.ravel(order="F"), grad)
     else:
@@ -181,7 +182,7 @@ def test_softmax_focal_hessian_forms():
                 labels, np.asfortranarray(scores, dtype=np.float64), weights)
         finally:
             boosting.KERNEL_READS_FORTRAN_SCORES = False
-        assert lightgbm[1].flags.f_contiguous == direct
+        assert lightgbm[0].flags.f_contiguous and lightgbm[1].flags.f_contiguous
         np.testing.assert_allclose(lightgbm[0], forms["floor"][0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(lightgbm[1], forms["floor"][1], rtol=1e-5, atol=1e-7)
 
@@ -539,3 +540,16 @@ def test_readme_examples_run():
     probabilities, y = namespace["probabilities"], namespace["y"]
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
     assert (probabilities.argmax(axis=1) == y).mean() > 0.95
+
+
+def test_fortran_copy_by_blocks():
+    """_fortran_copy (LightGBM's order for the results) over several blocks and a partial one:
+    the values of the C-ordered array, Fortran-ordered, and a view under ravel(order="F")."""
+    rng = np.random.default_rng(12)
+    for n, k in [(2 * boosting._TRANSPOSE_ROWS + 7, 3), (5, 4), (0, 2)]:
+        a = rng.normal(size=(n, k)).astype(np.float32)
+        got = boosting._fortran_copy(a)
+        assert got.flags.f_contiguous and got.dtype == a.dtype
+        np.testing.assert_array_equal(got, a)
+        if n:
+            assert np.shares_memory(got.ravel(order="F"), got)

@@ -419,3 +419,37 @@ def test_errors_write_nothing(extra, error, match, name, shape):
         for key, value in buffers.items():
             np.testing.assert_array_equal(value, before[key], err_msg=key)
         np.testing.assert_array_equal(full_weight, weight_before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, option", CALLS, ids=option_id)
+def test_chunks_of_many_rows(name, option, dtype):
+    """(N, C) chunks of rows with few classes hold up to 512 (cross-entropy) / 256 (focal)
+    rows: several full chunks and a partial one, with and without compute_hess, the
+    losses per row, and lse_out for the cross-entropy, against the reference."""
+    rng = np.random.default_rng(21)
+    for shape in [(1100, 2), (777, 3), (600, 5), (530, 11)]:
+        x, target, kwargs = make(rng, dtype, shape, option)
+        where = f"{name} {shape} {option_id(option)}"
+        ref = function(reference, name)(x, target, reduction="none", compute_hess=True,
+                                        **kwargs)
+        for hess in (True, False):
+            extra = {}
+            if name == "ce" and option.get("_target") != "prob":
+                extra["lse_out"] = np.full(shape[0], np.nan, dtype)
+            got = function(fastloss, name)(x, target, reduction="none", compute_hess=hess,
+                                           **kwargs, **extra)
+            assert_close(got.loss, ref.loss, dtype, where)
+            assert_close(got.grad, ref.grad, dtype, where)
+            if hess:
+                assert_close(got.hess, ref.hess, dtype, where)
+            if extra:
+                z = x if "logit_softcap" not in kwargs else \
+                    kwargs["logit_softcap"] * np.tanh(x / kwargs["logit_softcap"])
+                z = z.astype(np.float64)
+                top = z.max(axis=1, keepdims=True)
+                lse = (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+                assert_close(extra["lse_out"], lse, dtype, where)
+        total = function(fastloss, name)(x, target, reduction="sum", compute_grad=False,
+                                         **kwargs).loss
+        assert_close(total, float(np.sum(ref.loss, dtype=np.float64)), dtype, where)
