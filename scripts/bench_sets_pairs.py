@@ -1,13 +1,17 @@
 """Benchmark of the set and pair losses (issue 14): fastloss against the memory floor,
 MONAI (or MONAI's formulas in eager torch) and torch eager / torch.compile.
 
-    python scripts/bench_sets_pairs.py [--threads 2] [--repeats 15] [--no-compile] [--quick]
+    python scripts/bench_sets_pairs.py [--threads 1,2] [--repeats 15] [--no-compile] [--quick]
 
 float32, medians of `repeats` timed calls after a warm-up, every implementation in this
 process. The floors are NumPy on one thread: for the overlap losses c = a + b over the input's
 size (input and target read, gradient written); for triplet_margin three np.copyto (three
-inputs read, three gradients written). Prints a markdown table; ratios mean something only
-within one run (see shared/PERFORMANCE.md).
+inputs read, three gradients written). Prints a markdown table per thread count (with
+fastloss's best time per element and core: the one-thread column is the kernel's own cost,
+little disturbed by other processes); ratios mean something only within one run (see
+shared/PERFORMANCE.md). On a 2-core machine with another busy process, a 2-thread call of
+~1 ms runs at about its one-thread speed (the second thread is woken late and finds no block
+left), so compare 2-thread rows only from a quiet machine.
 """
 
 from __future__ import annotations
@@ -38,12 +42,19 @@ def median_time(fn, repeats, key=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2",
+                        help="comma-separated thread counts, one table each (default 2)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     args = parser.parse_args(argv)
+    thread_counts = [int(v) for v in str(args.threads).split(",")]
+    for threads in thread_counts:
+        args.threads = threads
+        run_table(args)
 
+
+def run_table(args):
     import torch
     import torch.nn.functional as F
 
@@ -70,7 +81,8 @@ def main(argv=None):
         if args.no_compile:
             return None
         try:
-            compiled = torch.compile(loss_fn)
+            torch._dynamo.reset()   # inductor bakes the thread count into its code
+            compiled = torch.compile(loss_fn, dynamic=False)
             return torch_time(compiled, tensors)
         except Exception as error:  # no compiler toolchain: leave the column empty
             print(f"  torch.compile failed: {type(error).__name__}: {error}")
@@ -112,7 +124,7 @@ def main(argv=None):
         assert abs(peer_loss - check.loss) < 1e-4 * max(1, abs(peer_loss)), (peer_loss, check.loss)
         t_peer = torch_time(lambda p: module(p, tt), [xt])
         rows.append((f"{kind} {activation}", "x".join(map(str, shape)), t_out, t_alloc, t_floor,
-                     peer_name, t_peer, None))
+                     peer_name, t_peer, None, x.size))
 
     big = not args.quick
     for kind in ("dice", "tversky"):
@@ -169,21 +181,22 @@ def main(argv=None):
         assert abs(ours - theirs) < 1e-4 * max(1.0, abs(theirs)), (name, ours, theirs)
         t_eager = torch_time(torch_fn, tensors)
         t_compile = compiled_time(torch_fn, tensors)
-        rows.append((name, shape, t_out, t_alloc, t_floor, "torch eager", t_eager, t_compile))
-        rows[-1] = rows[-1] + (floor_name,)
+        rows.append((name, shape, t_out, t_alloc, t_floor, "torch eager", t_eager, t_compile,
+                     inputs[0].size))
 
     print()
     print("| loss | shape | fastloss out= | allocating | floor | /floor | best out= / best floor "
-          "| peer | peer time | x peer | torch.compile | x compile |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+          "| best ns/element/core | peer | peer time | x peer | torch.compile | x compile |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     floor_keys = {"cosine_embedding": "floor contrastive"}
     for row in rows:
-        name, shape, t_out, t_alloc, t_floor, peer, t_peer, t_compile = row[:8]
+        name, shape, t_out, t_alloc, t_floor, peer, t_peer, t_compile, n_elements = row
         compile_cells = (f"{t_compile * 1e3:.2f} ms | {t_compile / t_out:.1f}"
                          if t_compile else " | ")
         best = BEST[name] / BEST[floor_keys.get(name, "floor " + name)]
         print(f"| {name} | {shape} | {t_out * 1e3:.2f} ms | {t_alloc * 1e3:.2f} ms | "
-              f"{t_floor * 1e3:.2f} ms | {t_out / t_floor:.2f} | {best:.2f} | {peer} | "
+              f"{t_floor * 1e3:.2f} ms | {t_out / t_floor:.2f} | {best:.2f} | "
+              f"{BEST[name] * 1e9 * args.threads / n_elements:.2f} | {peer} | "
               f"{t_peer * 1e3:.2f} ms | {t_peer / t_out:.1f} | {compile_cells} |")
     print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 

@@ -357,6 +357,24 @@ def test_every_simd_level_matches_reference(pair, option, dtype, simd_level):
     assert_grads_close(grads, ref_grads, dtype, f"at {simd_level}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 15, 16, 17, 32, 128, 131])
+@pytest.mark.parametrize("pair, option", [
+    pytest.param(BY_NAME["triplet_margin"], {}, id="triplet"),
+    pytest.param(BY_NAME["triplet_margin"], {"swap": True}, id="triplet-swap"),
+    pytest.param(BY_NAME["contrastive"], {}, id="contrastive"),
+])
+def test_two_norm_lanes_at_every_row_width(pair, option, d, dtype):
+    # the 2-norms are summed in 16 lanes with a remainder loop (fl_pairs.inc, pair_sq_norms2):
+    # widths below, at and around multiples of the lane count, against the reference
+    rng = np.random.default_rng(d)
+    inputs, target = pair.make(rng, dtype, n=11, d=d)
+    loss, grads = pair.call(inputs, target, option, reduction="none")
+    ref_loss, ref_grads = pair.call_reference(inputs, target, option, reduction="none")
+    assert_close(loss, ref_loss, dtype, f"loss d={d}")
+    assert_grads_close(grads, ref_grads, dtype, f"d={d}")
+
+
 # ----------------------------------------------------------------------------- errors
 
 def _error_cases(pair, inputs, target):
