@@ -4,7 +4,8 @@ cases belong in fastloss.bench's table once it has a row per loss for them).
     python scripts/bench_class_axis.py [--threads 2] [--no-compile] [--old PATH] [--clock cpu]
 
 float32, mean loss and gradient. Rows per case: fastloss with ``out=`` (a preallocated
-gradient), fastloss allocating, the memory floor (``np.copyto`` of the logits: one read and
+gradient), fastloss allocating, (K-dim) fastloss with ``compute_hess=True`` into ``out=`` and
+``hess_out=`` (one write stream more), the memory floor (``np.copyto`` of the logits: one read and
 one write stream; ``np.add(a, b, out=c)`` for the two-input KL: two reads and a write), and
 the peers: torch eager (forward + ``backward``) and ``torch.compile`` of the same function
 (compiled once per case, warmed up before timing). Every peer's loss is checked against
@@ -136,6 +137,10 @@ def main():
                 results["fastloss in place"] = timeit(
                     lambda: (np.copyto(work, x), fl_fn(work, t, out=work, n_threads=threads)))
                 results["fastloss in place"] -= copy   # the refill is not part of the call
+                # the with_hess variant of the tiles (issue 15's compute_hess), out= and hess_out=
+                hess = np.empty_like(x)
+                results["fastloss +hess out="] = timeit(lambda: fl_fn(
+                    x, t, out=out, compute_hess=True, hess_out=hess, n_threads=threads))
                 results["copy floor"] = copy
                 tt = torch.from_numpy(t)
                 if loss_name == "ce":

@@ -325,7 +325,7 @@ def test_nan_and_inf_stay_in_their_sample(name, option, bad_value):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_simd_level_matches_reference(dtype, simd_level):
-    """Tiles of every width (C = 3: 512 positions; C = 40: 192; C = 700: 16) with a partial
+    """Tiles of every width (C = 3: 512 positions; C = 40: 96; C = 700: 16) with a partial
     last tile, and the (N, C) row path with the new options, at each level."""
     rng = np.random.default_rng(15)
     calls = [("ce", (2, 3, 3, 201), CE_OPTIONS[7]), ("ce", (2, 40, 197), CE_OPTIONS[9]),
