@@ -369,10 +369,10 @@ def test_default_chunk_size():
 
 
 def test_tile_size():
-    """~512 KiB of weight per vocabulary tile, a multiple of 16 classes, at least 16, at most V."""
-    assert _linear_ce.tile_size(32768, 512, 4) == 256
-    assert _linear_ce.tile_size(131072, 1024, 4) == 128
-    assert _linear_ce.tile_size(131072, 1024, 8) == 64
+    """~2 MiB of weight per vocabulary tile, a multiple of 16 classes, at least 16, at most V."""
+    assert _linear_ce.tile_size(32768, 512, 4) == 1024
+    assert _linear_ce.tile_size(131072, 1024, 4) == 512
+    assert _linear_ce.tile_size(131072, 1024, 8) == 256
     assert _linear_ce.tile_size(50, 8, 4) == 50
     assert _linear_ce.tile_size(10**6, 10**6, 4) == 16
 
