@@ -48,6 +48,10 @@ MIN_CHUNK_ROWS = 32
 MAX_CHUNK_ROWS = 512
 CHUNK_ROW_MULTIPLE = 16
 TILE_BYTES = 2 * 2**20
+# A chunk with fewer multiply-adds per GEMM (n V D) than this runs its sweep on one thread: the
+# OpenMP fork and join would cost more than the work (a scheduler time slice on a loaded
+# machine). The results do not depend on it (the parts are the same).
+SERIAL_SWEEP_WORK = 2**22
 
 
 def default_chunk_size(n_samples: int, n_classes: int, n_features: int, itemsize: int) -> int:
@@ -353,6 +357,8 @@ def linear_cross_entropy(
     rows = min(rows_per_chunk, n_samples)
     tile = tile_size(n_classes, n_features, dtype.itemsize)
     sweep_threads = threads if threads > 0 else _kernels.default_n_threads()
+    if rows * n_classes * n_features < SERIAL_SWEEP_WORK:
+        sweep_threads = 1
     buffer = np.empty((rows, n_classes), dtype) if rows > 0 else None
     parts = np.empty(PARTS * rows * n_features, dtype) if compute_grad else None
     loss_out = np.empty(n_samples, dtype) if reduction == "none" else None
