@@ -3,8 +3,8 @@ model's head) without ever holding the (N, V) logits.
 
 The rows are processed in chunks of n rows through one reused (n, V) buffer, and every chunk
 sweeps the vocabulary in tiles of `t` classes (a (t, D) tile of the weight, ~2 MiB, stays in
-the core's L2 or the L3 while it is used). Chunk c's buffer holds its logits; fastloss's CE kernel turns
-them into their gradient g in place (every CE option, z_loss and logit_softcap in the same
+the core's L2 or the L3 while it is used). Chunk c's buffer holds its logits; fastloss's CE
+kernel turns them into their gradient g in place (every CE option, z_loss and logit_softcap in the same
 pass); then one sweep over the tiles does, per tile j,
 
     dW_j  = s g_j^T H_c (+ dW_j from the chunks before)        (written once per chunk)
@@ -28,6 +28,7 @@ BLAS: the ?gemm of SciPy's cython_blas (the library SciPy ships), called from no
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 from . import _validation as check
@@ -38,11 +39,12 @@ from ._api import LossResult, softmax_cross_entropy
 # Memory: the chunk buffer (n V elements) and the parts' dH sums (PARTS n D) must stay within
 # 15/16 of 1/16 of the (N, V) logits (the last sixteenth of that is left to the BLAS's packing
 # buffers, n t + D n elements per thread), i.e. n <= (15/256) N V / (V + PARTS D).
-# Time: every chunk streams the weight once and dW twice (3 V D elements for 6 n V D flops),
-# so the GEMMs are memory-bound below ~64 rows and saturate above ~256 on this 2-core VM
-# (AVX-512, ~140 GFlop/s per core, ~20 GB/s): the largest n the budget allows, at most
-# MAX_CHUNK_ROWS. Below N ~ 32 (V + 8 D) / V * 256 / 15 rows (~600 at the benchmark shapes)
-# the floor of MIN_CHUNK_ROWS rows puts the buffer above 1/16 of the (then small) logits.
+# Time: every chunk streams the weight once and dW twice (3 V D elements for 6 n V D flops,
+# n/2 flops per byte in float32) and each tile's GEMMs repack H_c, H_{c+1} and g's tile, so
+# the larger n the better: the largest n the budget allows, at most MAX_CHUNK_ROWS (n/2 = 256
+# flops per byte, far above what ~140 GFlop/s per core needs from ~20 GB/s). Below N ~ 600
+# at the benchmark shapes the budget gives fewer than MIN_CHUNK_ROWS rows and the floor puts
+# the buffer above 1/16 of the (then small) logits.
 PARTS = 8
 MIN_CHUNK_ROWS = 32
 MAX_CHUNK_ROWS = 512
@@ -271,13 +273,19 @@ def linear_cross_entropy(
         grad_hidden may be ``hidden`` itself (in place); weight and bias may not (every chunk
         reads them all).
     chunk_size : None or int >= 1
-        Rows per chunk. None: ``CHUNK_BUFFER_BYTES // (V * itemsize)`` (24 MiB of logits per
-        chunk) rounded down to a multiple of 16, at least 64, at most N -- 192 rows at
-        V = 32768 float32, 64 at V = 131072. It depends on the sizes and the dtype, never on
-        the thread count.
+        Rows per chunk. None: the largest multiple of 16 rows n with
+        ``n (V + 8 D) <= (15/256) N V``, so that the chunk buffer (n, V) and the eight (n, D)
+        partial sums of dH take at most 15/16 of 1/16 of the (N, V) logits (the rest of that
+        sixteenth is the BLAS's packing space), clipped to [32, 512] rows (below 32 the GEMMs
+        are memory-bound; above 512 they gain nothing) and to N: 208 rows at
+        (N, D, V) = (4096, 512, 32768), 112 at (2048, 1024, 131072). It depends on N, D and V
+        only, never on the thread count or the dtype.
     n_threads : None or int >= 1
-        Threads of the BLAS GEMMs (set through threadpoolctl for the call) and of the CE kernel,
-        which run one after the other. None: each library's default.
+        OpenMP threads of the tile sweeps (each GEMM on one BLAS thread: every BLAS library
+        loaded is limited to one thread for the call, through threadpoolctl) and of the CE
+        kernel, which run one after the other. None: OpenMP's default (OMP_NUM_THREADS,
+        threadpoolctl, the CPUs the process may use). The results are bitwise the same at any
+        thread count.
 
     Returns
     -------
@@ -297,9 +305,12 @@ def linear_cross_entropy(
     weights (their count without class weight; N for probability targets), computed once for
     the whole batch; "sum" does not; "none" returns loss_i. With s = 1/M for "mean" and 1
     otherwise: dH = s g W, dW = s g^T H, db = s sum_i g_i. Per chunk c of rows, g_c is formed
-    in the chunk buffer, dH_c = s g_c W, dW += s g_c^T H_c (BLAS, beta = 1, chunks in order),
-    db += sum_i g_ci (double). The loss is summed in double in chunk order: for fixed inputs,
-    chunk size and thread count, the results are bitwise the same every run.
+    in the chunk buffer; per vocabulary tile j (t = tile_size(V, D) classes, the last one
+    shorter), dW_j = s g_cj^T H_c (+ dW_j: BLAS beta = 1, chunks in order) and, per part p of
+    the tiles (PARTS = 8 contiguous runs), P_p = sum over its tiles in order of s g_cj W_j;
+    dH_c = P_0 + P_1 + ... (part order); db += sum_i g_ci (double). The loss is summed in
+    double in chunk order. Nothing depends on the thread count: for fixed inputs and chunk
+    size, the results are bitwise the same every run and at any n_threads.
 
     Edge cases as softmax_cross_entropy: an empty batch gives nan for "mean" (0.0 for "sum")
     and zero dW, db; every target ignored gives nan for "mean" and all-zero gradients.
