@@ -1603,22 +1603,23 @@ cdef void lce_tiles(void *fn, bint is_double, size_t item, char *buf, int n_clas
     """Tiles [t_begin, t_end) of the sweep (see lce_sweep), in order."""
     cdef int t, j0, width
     cdef size_t row = <size_t>n_features * item
+    cdef int ld = n_features if n_features > 0 else 1  # BLAS: leading dimensions >= 1
     for t in range(t_begin, t_end):
         j0 = t * tile
         width = n_classes - j0 if n_classes - j0 < tile else tile
         if n_cur > 0:
             # dW[j0:j0+width]^T (D, width) = s H_c^T (D, n) g[:, tile] (n, width) + beta dW^T
             lce_gemm(fn, is_double, b'N', b'T', n_features, width, n_cur, scale,
-                     h_cur, n_features, buf + j0 * item, n_classes, dw_beta,
-                     dw + j0 * row, n_features)
+                     h_cur, ld, buf + j0 * item, n_classes, dw_beta,
+                     dw + j0 * row, ld)
             # dH_c^T (D, n) (+)= s W[tile]^T (D, width) g[:, tile]^T (width, n)
             lce_gemm(fn, is_double, b'N', b'N', n_features, n_cur, width, scale,
-                     w + j0 * row, n_features, buf + j0 * item, n_classes,
-                     0.0 if t == t_begin else 1.0, dh, n_features)
+                     w + j0 * row, ld, buf + j0 * item, n_classes,
+                     0.0 if t == t_begin else 1.0, dh, ld)
         if n_next > 0:
             # logits[:, tile]^T (width, n') = W[tile] (width, D) H_next^T (D, n')
             lce_gemm(fn, is_double, b'T', b'N', width, n_next, n_features, 1.0,
-                     w + j0 * row, n_features, h_next, n_features, 0.0,
+                     w + j0 * row, ld, h_next, ld, 0.0,
                      buf + j0 * item, n_classes)
 
 

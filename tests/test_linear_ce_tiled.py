@@ -179,3 +179,21 @@ def test_sweep_forward_only_and_part_count(dtype):
     assert used == 2  # 20 classes: 2 tiles
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
     np.testing.assert_allclose(buffer, h_next @ weight.T, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_features(dtype):
+    """D = 0: the logits are the bias (the GEMMs have k = 0 and write zeros; their leading
+    dimensions stay valid), dH and dW are empty, db is the column sum of the gradient."""
+    rng = np.random.default_rng(7)
+    bias = rng.standard_normal(40).astype(dtype)
+    target = rng.integers(0, 40, 9)
+    hidden, weight = np.zeros((9, 0), dtype), np.zeros((40, 0), dtype)
+    garbage = np.full(4 * 40, np.nan, dtype)  # nan in the memory the chunk buffer may reuse
+    del garbage
+    loss, (dh, dw, db) = fastloss.linear_cross_entropy(hidden, weight, target, bias=bias,
+                                                       chunk_size=4)
+    want_loss, g = fastloss.softmax_cross_entropy(np.tile(bias, (9, 1)), target)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    assert dh.shape == (9, 0) and dw.shape == (40, 0)
+    np.testing.assert_allclose(db, g.sum(axis=0, dtype=np.float64), rtol=1e-5, atol=1e-7)
