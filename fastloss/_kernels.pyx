@@ -1566,3 +1566,105 @@ def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature
         fn = fl_kernels().distill_kl_f64
     return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_classes, 1)), n_classes,
                       n_threads)
+
+
+# ------------------------------------------------------------------------------------------
+# issue 17, linear_cross_entropy: the BLAS driver of one chunk's sweep over vocabulary tiles.
+# The ?gemm function pointers come at run time from SciPy's cython_blas capsules (no build or
+# import dependency on SciPy here); int is the BLAS's LP64 integer.
+
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+
+ctypedef void (*fl_sgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
+                             float *a, int *lda, float *b, int *ldb, float *beta, float *c,
+                             int *ldc) noexcept nogil
+ctypedef void (*fl_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
+                             double *a, int *lda, double *b, int *ldb, double *beta, double *c,
+                             int *ldc) noexcept nogil
+
+
+cdef void lce_gemm(void *fn, bint is_double, char transa, char transb, int m, int n, int k,
+                   double alpha, void *a, int lda, void *b, int ldb, double beta, void *c,
+                   int ldc) noexcept nogil:
+    """C = alpha op(A) op(B) + beta C, column-major (BLAS conventions)."""
+    cdef float alpha32 = <float>alpha, beta32 = <float>beta
+    if m == 0 or n == 0:
+        return
+    if is_double:
+        (<fl_dgemm_fn>fn)(&transa, &transb, &m, &n, &k, &alpha, <double *>a, &lda,
+                          <double *>b, &ldb, &beta, <double *>c, &ldc)
+    else:
+        (<fl_sgemm_fn>fn)(&transa, &transb, &m, &n, &k, &alpha32, <float *>a, &lda,
+                          <float *>b, &ldb, &beta32, <float *>c, &ldc)
+
+
+cdef void lce_tiles(void *fn, bint is_double, size_t item, char *buf, int n_classes,
+                    int n_features, char *h_cur, int n_cur, char *h_next, int n_next,
+                    char *w, char *dw, char *dh, double scale, double dw_beta, int tile,
+                    int t_begin, int t_end) noexcept nogil:
+    """Tiles [t_begin, t_end) of the sweep (see lce_sweep), in order."""
+    cdef int t, j0, width
+    cdef size_t row = <size_t>n_features * item
+    cdef int ld = n_features if n_features > 0 else 1  # BLAS: leading dimensions >= 1
+    for t in range(t_begin, t_end):
+        j0 = t * tile
+        width = n_classes - j0 if n_classes - j0 < tile else tile
+        if n_cur > 0:
+            # dW[j0:j0+width]^T (D, width) = s H_c^T (D, n) g[:, tile] (n, width) + beta dW^T
+            lce_gemm(fn, is_double, b'N', b'T', n_features, width, n_cur, scale,
+                     h_cur, ld, buf + j0 * item, n_classes, dw_beta,
+                     dw + j0 * row, ld)
+            # dH_c^T (D, n) (+)= s W[tile]^T (D, width) g[:, tile]^T (width, n)
+            lce_gemm(fn, is_double, b'N', b'N', n_features, n_cur, width, scale,
+                     w + j0 * row, ld, buf + j0 * item, n_classes,
+                     0.0 if t == t_begin else 1.0, dh, ld)
+        if n_next > 0:
+            # logits[:, tile]^T (width, n') = W[tile] (width, D) H_next^T (D, n')
+            lce_gemm(fn, is_double, b'T', b'N', width, n_next, n_features, 1.0,
+                     w + j0 * row, ld, h_next, ld, 0.0,
+                     buf + j0 * item, n_classes)
+
+
+def lce_sweep(object gemm_capsule, cnp.ndarray buf, cnp.ndarray h_cur, cnp.ndarray h_next,
+              cnp.ndarray weight, cnp.ndarray grad_weight, cnp.ndarray dh_parts, double scale,
+              bint dw_accumulate, int tile, int n_parts, int n_threads):
+    """One sweep of the (n, V) C-ordered chunk buffer over vocabulary tiles of `tile` classes.
+    Per tile, in this order: with h_cur (n, D) (the buffer holds its chunk's logit gradient g),
+    dW[tile] = s g[:, tile]^T h_cur (+ dW[tile] if dw_accumulate) and
+    dh_parts[p] (+)= s g[:, tile] W[tile]; with h_next (n', D), the buffer's tile becomes
+    h_next W[tile]^T (the next chunk's logits). W[tile] is read once for both.
+
+    The tiles are cut into n_parts contiguous runs (parts), run by n_threads OpenMP threads
+    (dynamic schedule: a descheduled thread takes fewer parts), each GEMM on one BLAS thread
+    (the caller sets that). dh_parts (n_parts, n, D): part p's sum of its tiles' dH terms, in
+    tile order; the caller adds the parts in part order. So the result does not depend on
+    n_threads. Returns the number of parts used (min(n_parts, number of tiles)). Arrays
+    C-contiguous, the dtype of weight."""
+    cdef bint is_double = cnp.PyArray_TYPE(weight) == cnp.NPY_DOUBLE
+    cdef void *fn = PyCapsule_GetPointer(gemm_capsule, PyCapsule_GetName(gemm_capsule))
+    cdef size_t item = 8 if is_double else 4
+    cdef int n_classes = <int>cnp.PyArray_DIM(weight, 0)
+    cdef int n_features = <int>cnp.PyArray_DIM(weight, 1)
+    cdef int n_cur = 0 if h_cur is None else <int>cnp.PyArray_DIM(h_cur, 0)
+    cdef int n_next = 0 if h_next is None else <int>cnp.PyArray_DIM(h_next, 0)
+    cdef char *p_buf = <char *>cnp.PyArray_DATA(buf)
+    cdef char *p_cur = NULL if h_cur is None else <char *>cnp.PyArray_DATA(h_cur)
+    cdef char *p_next = NULL if h_next is None else <char *>cnp.PyArray_DATA(h_next)
+    cdef char *p_w = <char *>cnp.PyArray_DATA(weight)
+    cdef char *p_dw = NULL if grad_weight is None else <char *>cnp.PyArray_DATA(grad_weight)
+    cdef char *p_dh = NULL if dh_parts is None else <char *>cnp.PyArray_DATA(dh_parts)
+    cdef size_t part_bytes = <size_t>n_cur * n_features * item
+    cdef double dw_beta = 1.0 if dw_accumulate else 0.0
+    cdef int n_tiles = (n_classes + tile - 1) // tile
+    cdef int p
+    if n_parts > n_tiles:
+        n_parts = n_tiles
+    if n_threads > n_parts:
+        n_threads = n_parts
+    with nogil:
+        for p in prange(n_parts, schedule="dynamic", chunksize=1, num_threads=n_threads):
+            lce_tiles(fn, is_double, item, p_buf, n_classes, n_features, p_cur, n_cur, p_next,
+                      n_next, p_w, p_dw, p_dh + p * part_bytes, scale, dw_beta, tile,
+                      <int>((<int64_t>n_tiles * p) // n_parts),
+                      <int>((<int64_t>n_tiles * (p + 1)) // n_parts))
+    return n_parts

@@ -1,77 +1,93 @@
 """linear_cross_entropy: the softmax cross-entropy of a linear layer's output (a language
 model's head) without ever holding the (N, V) logits.
 
-The rows are processed in chunks. Per chunk of n rows, one reused (n, V) buffer receives the
-logits ``H_c W^T + b``; fastloss.softmax_cross_entropy turns them into their gradient in place
-(``out=`` the buffer); three BLAS GEMMs and a column sum then give ``dH_c``, add into ``dW``
-and into ``db``. Memory beyond the inputs and the gradients: the chunk buffer (the CE kernel
-applies z_loss and logit_softcap in the same in-place pass).
+The rows are processed in chunks of n rows through one reused (n, V) buffer, and every chunk
+sweeps the vocabulary in tiles of `t` classes (a (t, D) tile of the weight, ~2 MiB, stays in
+the core's L2 or the L3 while it is used). Chunk c's buffer holds its logits; fastloss's CE
+kernel turns them into their gradient g in place (every CE option, z_loss and logit_softcap in the same
+pass); then one sweep over the tiles does, per tile j,
 
-BLAS: SciPy's wrappers of the BLAS ``?gemm`` (scipy.linalg.blas, the library SciPy ships),
-because ``dW += dlogits^T H_c`` needs ``beta = 1``, which ``numpy.matmul`` cannot do: through
-NumPy it needs a (V, D) temporary (the weight's size, 1/8 of the logits at the benchmark
-shapes) and an extra pass over it per chunk (measured 2.2x slower for that GEMM). The GEMMs
-are written on the transposed, Fortran-ordered views of the C-ordered arrays, so nothing is
-copied.
+    dW_j  = s g_j^T H_c (+ dW_j from the chunks before)        (written once per chunk)
+    dH_c += s g_j W_j                                          (per part, see below)
+    buffer_j = H_{c+1} W_j^T (+ the bias later)                (chunk c+1's logits)
+
+so the weight is read once per chunk for two GEMMs and dW read and written once: 3 V D
+elements of memory traffic per chunk instead of the 4 (plus the BLAS's repacking of the
+weight) of three separate chunk-sized GEMMs. The tiles are cut into PARTS = 8 contiguous runs
+run by OpenMP threads (dynamic schedule), each GEMM on one BLAS thread: one thread
+synchronisation per chunk instead of one per BLAS panel (a multi-threaded BLAS call on a tile
+or on a thin chunk GEMM waits for its slowest thread at every panel: 3-20x slower on a loaded
+2-core machine). Each part sums its tiles' dH terms in its own (n, D) array; the parts are
+added in part order. Nothing depends on the thread count, so the results are bitwise the same
+at any n_threads.
+
+BLAS: the ?gemm of SciPy's cython_blas (the library SciPy ships), called from nogil code
+(fastloss._kernels.lce_sweep) on strided tiles of the C-ordered arrays: nothing is copied.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Optional
 
 import numpy as np
 
 from . import _validation as check
+from . import _kernels
 from ._api import LossResult, softmax_cross_entropy
 
 # ------------------------------------------------------------------------- chunk size
-# The chunk buffer is streamed through memory, not held in cache, at the vocabularies this is
-# for (one float32 row of a 32k vocabulary is 128 KiB, a 2 MiB L2 holds 16 rows); its passes
-# (GEMM write, CE in place, two GEMM reads) cost ~16 bytes per 6 D flops, negligible for
-# D >= 64. What the row count decides is the GEMMs' efficiency on the weight: every chunk
-# streams the (V, D) weight twice and dW once (read and write), ~16 V D bytes in float32 for
-# 6 n V D flops. Measured on the 2-core dev VM (1 BLAS thread, load average ~10, so +-30 %):
-# at (4096, 512, 32768) the chunked GEMMs ran at 1.1-1.4x the full GEMMs with 128-256 rows;
-# at (2048, 1024, 131072) at 1.6-1.9x with 64-256 rows. With 2 BLAS threads on that loaded
-# box small chunks were far worse: 4.5x the full GEMMs at 192 rows, 1.3x at 512, 0.7-0.8x at
-# 1024. It is the dH GEMM (K = V, a thin output): 108 ms on one thread, 1628 ms on two for
-# one 192-row chunk (OpenBLAS's threads wait for each other, per K panel we believe, and a
-# descheduled partner costs a time slice). The byte budget bounds the buffer to a small
-# fraction of the (N, V) logits: peak RSS above inputs and gradients 33-40 MiB (1/16-1/13,
-# the 24 MiB buffer plus OpenBLAS's packing buffers) at (4096, 512, 32768), 32 MiB (1/32) at
-# (2048, 1024, 131072) float32. Pass a larger chunk_size where memory allows.
-CHUNK_BUFFER_BYTES = 24 * 2**20
-MIN_CHUNK_ROWS = 64
+# Memory: the chunk buffer (n V elements) and the parts' dH sums (PARTS n D) must stay within
+# 15/16 of 1/16 of the (N, V) logits (the last sixteenth of that is left to the BLAS's packing
+# buffers, n t + D n elements per thread), i.e. n <= (15/256) N V / (V + PARTS D).
+# Time: every chunk streams the weight once and dW twice (3 V D elements for 6 n V D flops,
+# n/2 flops per byte in float32) and each tile's GEMMs repack H_c, H_{c+1} and g's tile, so
+# the larger n the better: the largest n the budget allows, at most MAX_CHUNK_ROWS (n/2 = 256
+# flops per byte, far above what ~140 GFlop/s per core needs from ~20 GB/s). Below N ~ 600
+# at the benchmark shapes the budget gives fewer than MIN_CHUNK_ROWS rows and the floor puts
+# the buffer above 1/16 of the (then small) logits.
+PARTS = 8
+MIN_CHUNK_ROWS = 32
+MAX_CHUNK_ROWS = 512
 CHUNK_ROW_MULTIPLE = 16
+TILE_BYTES = 2 * 2**20
+# A chunk with fewer multiply-adds per GEMM (n V D) than this runs its sweep on one thread: the
+# OpenMP fork and join would cost more than the work (a scheduler time slice on a loaded
+# machine). The results do not depend on it (the parts are the same).
+SERIAL_SWEEP_WORK = 2**22
 
 
-def default_chunk_size(n_samples: int, n_classes: int, itemsize: int) -> int:
-    """Rows per chunk when ``chunk_size=None``: ``CHUNK_BUFFER_BYTES // (V * itemsize)`` rounded
-    down to a multiple of 16, at least 64, at most N (at least 1). Depends on the sizes and the
-    dtype only, never on the thread count."""
-    rows = CHUNK_BUFFER_BYTES // max(1, n_classes * itemsize)
-    rows = max(MIN_CHUNK_ROWS, rows // CHUNK_ROW_MULTIPLE * CHUNK_ROW_MULTIPLE)
+def default_chunk_size(n_samples: int, n_classes: int, n_features: int, itemsize: int) -> int:
+    """Rows per chunk when ``chunk_size=None``: the largest multiple of 16 rows n with
+    ``n (V + 8 D) <= (15/256) N V`` (buffer and dH part sums within 15/16 of 1/16 of the
+    logits), clipped to [32, 512], at most N (at least 1). Depends on the sizes only (the
+    itemsize cancels), never on the thread count."""
+    rows = 15 * n_samples * n_classes // (256 * (n_classes + PARTS * n_features))
+    rows = rows // CHUNK_ROW_MULTIPLE * CHUNK_ROW_MULTIPLE
+    rows = min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, rows))
     return max(1, min(rows, n_samples))
+
+
+def tile_size(n_classes: int, n_features: int, itemsize: int) -> int:
+    """Classes per vocabulary tile: a (t, D) weight tile of ~TILE_BYTES (2 MiB, a core's L2
+    here; the dW tile of the same size goes through the L3), a multiple of 16, at least 16, at
+    most V. Measured on one thread (loaded 2-core VM, CPU time of the GEMMs alone against the
+    three full-size GEMMs): at (4096, 512, 32768) 1.05-1.2x for 0.25-4 MiB tiles (noise); at
+    (1024, 1024, 131072) with 112-row chunks 1.37x for 512 KiB tiles, 1.25x for 2 MiB (the
+    per-call packing of H_c and g's tile is amortised over more classes)."""
+    tile = TILE_BYTES // max(1, n_features * itemsize) // 16 * 16
+    return max(1, min(n_classes, max(16, tile)))
 
 
 # ------------------------------------------------------------------------- BLAS and threads
 
-def _gemm_for(dtype: np.dtype):
+def _gemm_capsule(dtype: np.dtype):
+    """SciPy's cython_blas ?gemm (a PyCapsule holding the function pointer) for the dtype."""
     try:
-        from scipy.linalg import blas
+        from scipy.linalg import cython_blas
     except ImportError as error:  # pragma: no cover - scipy is in the linear extra
         raise ImportError("fastloss.linear_cross_entropy needs SciPy for its BLAS GEMMs "
                           "(pip install 'fastloss[linear]')") from error
-    return blas.sgemm if dtype == np.float32 else blas.dgemm
-
-
-def _gemm_into(gemm, alpha: float, a: np.ndarray, b: np.ndarray, c: np.ndarray, **options) -> None:
-    """c = alpha op(a) op(b) + beta c on Fortran-ordered views, written into c itself."""
-    result = gemm(alpha, a, b, c=c, overwrite_c=1, **options)
-    if result.__array_interface__["data"][0] != c.__array_interface__["data"][0]:
-        c[...] = result  # f2py copied (it does not for the aligned F-ordered views we pass)
+    return cython_blas.__pyx_capi__["sgemm" if dtype == np.float32 else "dgemm"]
 
 
 _THREADPOOL_CONTROLLER = None
@@ -86,14 +102,11 @@ def _threadpool_controller():
     return _THREADPOOL_CONTROLLER
 
 
-def _blas_threads(n_threads: Optional[int]):
-    """Within the call, every BLAS library loaded (NumPy's and SciPy's OpenBLAS) runs on
-    n_threads threads. The GEMMs and the OpenMP CE kernel run one after the other, never at
-    once, so with the same count for both the cores are never oversubscribed. None leaves the
-    BLAS settings alone (their defaults, OPENBLAS_NUM_THREADS, threadpoolctl limits)."""
-    if n_threads is None:
-        return contextlib.nullcontext()
-    return _threadpool_controller().limit(limits=n_threads, user_api="blas")
+def _one_blas_thread():
+    """Within the call every BLAS library loaded (SciPy's and NumPy's OpenBLAS) runs on one
+    thread: the GEMMs are called from the OpenMP threads of the tile sweep, so the cores are
+    never oversubscribed."""
+    return _threadpool_controller().limit(limits=1, user_api="blas")
 
 
 # ------------------------------------------------------------------------- the CE step
@@ -146,9 +159,10 @@ def _linear_inputs(hidden, weight, bias):
     return hidden, weight, bias, n_samples, n_features, n_classes
 
 
-def _chunk_size(value, n_samples, n_classes, itemsize) -> int:
+def _chunk_size(value, n_samples, n_classes, itemsize, n_features=0) -> int:
+    """The rows per chunk: chunk_size checked, or the default (the reference checks only)."""
     if value is None:
-        return default_chunk_size(n_samples, n_classes, itemsize)
+        return default_chunk_size(n_samples, n_classes, n_features, itemsize)
     size = check.integer_scalar(value, "chunk_size")
     if size < 1:
         raise ValueError(f"chunk_size must be None or an int >= 1, got {size}")
@@ -259,13 +273,19 @@ def linear_cross_entropy(
         grad_hidden may be ``hidden`` itself (in place); weight and bias may not (every chunk
         reads them all).
     chunk_size : None or int >= 1
-        Rows per chunk. None: ``CHUNK_BUFFER_BYTES // (V * itemsize)`` (24 MiB of logits per
-        chunk) rounded down to a multiple of 16, at least 64, at most N -- 192 rows at
-        V = 32768 float32, 64 at V = 131072. It depends on the sizes and the dtype, never on
-        the thread count.
+        Rows per chunk. None: the largest multiple of 16 rows n with
+        ``n (V + 8 D) <= (15/256) N V``, so that the chunk buffer (n, V) and the eight (n, D)
+        partial sums of dH take at most 15/16 of 1/16 of the (N, V) logits (the rest of that
+        sixteenth is the BLAS's packing space), clipped to [32, 512] rows (below 32 the GEMMs
+        are memory-bound; above 512 they gain nothing) and to N: 208 rows at
+        (N, D, V) = (4096, 512, 32768), 112 at (2048, 1024, 131072). It depends on N, D and V
+        only, never on the thread count or the dtype.
     n_threads : None or int >= 1
-        Threads of the BLAS GEMMs (set through threadpoolctl for the call) and of the CE kernel,
-        which run one after the other. None: each library's default.
+        OpenMP threads of the tile sweeps (each GEMM on one BLAS thread: every BLAS library
+        loaded is limited to one thread for the call, through threadpoolctl) and of the CE
+        kernel, which run one after the other. None: OpenMP's default (OMP_NUM_THREADS,
+        threadpoolctl, the CPUs the process may use). The results are bitwise the same at any
+        thread count.
 
     Returns
     -------
@@ -285,14 +305,17 @@ def linear_cross_entropy(
     weights (their count without class weight; N for probability targets), computed once for
     the whole batch; "sum" does not; "none" returns loss_i. With s = 1/M for "mean" and 1
     otherwise: dH = s g W, dW = s g^T H, db = s sum_i g_i. Per chunk c of rows, g_c is formed
-    in the chunk buffer, dH_c = s g_c W, dW += s g_c^T H_c (BLAS, beta = 1, chunks in order),
-    db += sum_i g_ci (double). The loss is summed in double in chunk order: for fixed inputs,
-    chunk size and thread count, the results are bitwise the same every run.
+    in the chunk buffer; per vocabulary tile j (t = tile_size(V, D) classes, the last one
+    shorter), dW_j = s g_cj^T H_c (+ dW_j: BLAS beta = 1, chunks in order) and, per part p of
+    the tiles (PARTS = 8 contiguous runs), P_p = sum over its tiles in order of s g_cj W_j;
+    dH_c = P_0 + P_1 + ... (part order); db += sum_i g_ci (double). The loss is summed in
+    double in chunk order. Nothing depends on the thread count: for fixed inputs and chunk
+    size, the results are bitwise the same every run and at any n_threads.
 
     Edge cases as softmax_cross_entropy: an empty batch gives nan for "mean" (0.0 for "sum")
     and zero dW, db; every target ignored gives nan for "mean" and all-zero gradients.
     """
-    hidden, weight, bias, n_samples, _, n_classes = _linear_inputs(hidden, weight, bias)
+    hidden, weight, bias, n_samples, n_features, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
     reduction = check.reduction(reduction)
     compute_grad = check.grad_request(compute_grad, out)
@@ -302,7 +325,7 @@ def linear_cross_entropy(
     z_loss = check.real_scalar(z_loss, "z_loss", low=0.0)
     softcap = (None if logit_softcap is None
                else check.real_scalar(logit_softcap, "logit_softcap", low=0.0, low_open=True))
-    rows_per_chunk = _chunk_size(chunk_size, n_samples, n_classes, dtype.itemsize)
+    rows_per_chunk = _chunk_size(chunk_size, n_samples, n_classes, dtype.itemsize, n_features)
 
     target_array = np.asarray(target)
     indices, probabilities = _targets(target_array, n_samples, n_classes, dtype, ignore_index)
@@ -316,9 +339,8 @@ def linear_cross_entropy(
     else:
         denominator = float(n_samples)
         kept = np.ones(n_samples, dtype=bool)
-    gemm = _gemm_for(dtype)
-    if n_threads is not None:
-        _threadpool_controller()  # imported before anything is written
+    capsule = _gemm_capsule(dtype)
+    _threadpool_controller()  # imported before anything is written
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     hidden_c = np.ascontiguousarray(hidden)
@@ -344,18 +366,22 @@ def linear_cross_entropy(
     chunk_reduction = "none" if reduction == "none" else "sum"
 
     rows = min(rows_per_chunk, n_samples)
+    tile = tile_size(n_classes, n_features, dtype.itemsize)
+    sweep_threads = threads if threads > 0 else _kernels.default_n_threads()
+    if rows * n_classes * n_features < SERIAL_SWEEP_WORK:
+        sweep_threads = 1
     buffer = np.empty((rows, n_classes), dtype) if rows > 0 else None
+    parts = np.empty(PARTS * rows * n_features, dtype) if compute_grad else None
     loss_out = np.empty(n_samples, dtype) if reduction == "none" else None
     bias_sum = np.zeros(n_classes, np.float64) if grad_bias is not None else None
     total = 0.0
-    weight_t = weight_c.T  # (D, V) Fortran-ordered view
-    with _blas_threads(None if n_threads is None else threads):
+    with _one_blas_thread():
+        if rows > 0:  # chunk 0's logits
+            _kernels.lce_sweep(capsule, buffer, None, hidden_c[:rows], weight_c, None, None,
+                               1.0, False, tile, PARTS, sweep_threads)
         for start in range(0, n_samples, rows_per_chunk):
             stop = min(start + rows_per_chunk, n_samples)
-            hidden_t = hidden_c[start:stop].T           # (D, n) Fortran-ordered
             logits = buffer[: stop - start]             # (n, V) C-ordered
-            # logits^T (V, n) = W (V, D) H_c^T (D, n)
-            _gemm_into(gemm, 1.0, weight_t, hidden_t, logits.T, trans_a=1)
             if bias is not None:
                 np.add(logits, bias, out=logits)
             target_chunk = indices[start:stop] if indices is not None else probabilities[start:stop]
@@ -365,18 +391,30 @@ def linear_cross_entropy(
                 loss_out[start:stop] = part
             else:
                 total += part
+            following = hidden_c[stop:stop + rows_per_chunk] if stop < n_samples else None
             if not compute_grad:
+                if following is not None:
+                    _kernels.lce_sweep(capsule, buffer, None, following, weight_c, None, None,
+                                       1.0, False, tile, PARTS, sweep_threads)
                 continue
             if nan_rows:
                 logits[kept[start:stop]] = np.nan
             if bias_sum is not None:
                 bias_sum += logits.sum(axis=0, dtype=np.float64)
-            # dW^T (D, V) = s H_c^T (D, n) g_c (n, V) (+ dW^T): before dH_c, which may
-            # overwrite H_c (grad_hidden = hidden in place)
-            _gemm_into(gemm, scale, hidden_t, logits.T, grad_weight.T, trans_b=1,
-                       beta=0.0 if start == 0 else 1.0)
-            # dH_c^T (D, n) = s W^T (D, V) g_c^T (V, n)
-            _gemm_into(gemm, scale, weight_t, logits.T, grad_hidden[start:stop].T)
+            # dW[tile] (+)= s g^T H_c, the parts' dH_c, then the next chunk's logits
+            dh_parts = parts[: PARTS * (stop - start) * n_features].reshape(
+                PARTS, stop - start, n_features)
+            used = _kernels.lce_sweep(capsule, buffer, hidden_c[start:stop], following,
+                                      weight_c, grad_weight, dh_parts, scale, start > 0, tile,
+                                      PARTS, sweep_threads)
+            # after the sweep, which read H_c: grad_hidden may be hidden (in place)
+            dh = grad_hidden[start:stop]
+            if used == 1:
+                np.copyto(dh, dh_parts[0])
+            else:
+                np.add(dh_parts[0], dh_parts[1], out=dh)
+                for index in range(2, used):
+                    dh += dh_parts[index]
     if compute_grad and n_samples == 0:
         grad_weight.fill(0)
     if bias_sum is not None:

@@ -14,7 +14,10 @@ Implementations:
   fastloss          fastloss.linear_cross_entropy (default chunk unless --chunk)
   gemm3_full        the three GEMMs on the full (N, V) logits, SciPy's BLAS (the one fastloss
                     uses), no loss: logits = H W^T, dH = G W, dW = G^T H
-  gemm3_chunked     the same three GEMMs in fastloss's chunk loop (dW accumulated, beta = 1)
+  gemm3_chunked     the same three GEMMs as chunk-sized calls on fastloss's row chunks (dW
+                    accumulated, beta = 1), BLAS threads inside each call: the loop before the
+                    tile sweep
+  gemm3_sweep       the GEMMs alone in fastloss's tile sweep (fastloss without the CE step)
   gemm_forward      H W^T alone (what a vocabulary-tiled two-pass variant would add)
   torch_chunked     F.linear_cross_entropy(..., options=LinearCrossEntropyOptions()) + backward
   torch_reference   F.linear_cross_entropy(..., options=None) + backward
@@ -30,7 +33,7 @@ import subprocess
 import sys
 import time
 
-IMPLEMENTATIONS = ["gemm3_full", "gemm3_chunked", "gemm_forward", "fastloss",
+IMPLEMENTATIONS = ["gemm3_full", "gemm3_chunked", "gemm3_sweep", "gemm_forward", "fastloss",
                    "torch_chunked", "torch_reference"]
 
 
@@ -47,8 +50,46 @@ def _reset_peak() -> None:
         clear.write("5")
 
 
+def _gemm_for(dtype):
+    from scipy.linalg import blas
+    return blas.sgemm if dtype == "float32" else blas.dgemm
+
+
+def _gemm_into(gemm, alpha, a, b, c, **options):
+    """c = alpha op(a) op(b) + beta c on Fortran-ordered views, written into c itself."""
+    result = gemm(alpha, a, b, c=c, overwrite_c=1, **options)
+    assert result.__array_interface__["data"][0] == c.__array_interface__["data"][0]
+
+
+def _sweep_gemms(h, w, rows, threads):
+    """fastloss's chunk loop and tile sweeps with the CE step left out."""
+    import numpy as np
+    from fastloss import _kernels, _linear_ce
+    n_rows, d = h.shape
+    capsule = _linear_ce._gemm_capsule(h.dtype)
+    tile = _linear_ce.tile_size(w.shape[0], d, h.itemsize)
+    parts_count = _linear_ce.PARTS
+    dh, dw = np.empty_like(h), np.empty_like(w)
+    buffer = np.empty((min(rows, n_rows), w.shape[0]), h.dtype)
+    parts = np.empty(parts_count * min(rows, n_rows) * d, h.dtype)
+    with _linear_ce._one_blas_thread():
+        _kernels.lce_sweep(capsule, buffer, None, h[:rows], w, None, None, 1.0, False, tile,
+                           parts_count, threads)
+        for start in range(0, n_rows, rows):
+            stop = min(start + rows, n_rows)
+            block = parts[: parts_count * (stop - start) * d].reshape(parts_count, -1, d)
+            following = h[stop:stop + rows] if stop < n_rows else None
+            used = _kernels.lce_sweep(capsule, buffer, h[start:stop], following, w, dw, block,
+                                      1.0, start > 0, tile, parts_count, threads)
+            np.sum(block[:used], axis=0, out=dh[start:stop])
+    return dh, dw
+
+
 def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if os.environ.get("BENCH_LCE_TILE_BYTES"):  # tile-size experiments
+        from fastloss import _linear_ce
+        _linear_ce.TILE_BYTES = int(os.environ["BENCH_LCE_TILE_BYTES"])
     import numpy as np
     from threadpoolctl import threadpool_limits
 
@@ -59,8 +100,8 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
     hidden = rng.standard_normal((n, d), dtype=np.float32)
     weight = rng.standard_normal((v, d), dtype=np.float32) * np.float32(1 / np.sqrt(d))
     target = rng.integers(0, v, n)
-    gemm = _linear_ce._gemm_for(np.dtype(np.float32))
-    rows = chunk or _linear_ce.default_chunk_size(n, v, 4)
+    gemm = _gemm_for("float32")
+    rows = chunk or _linear_ce.default_chunk_size(n, v, d, 4)
 
     if name.startswith("torch"):
         import torch
@@ -77,6 +118,9 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
     elif name == "fastloss":
         def run(h, w, t):
             return fastloss.linear_cross_entropy(h, w, t, chunk_size=chunk, n_threads=threads)
+    elif name == "gemm3_sweep":
+        def run(h, w, t):
+            return _sweep_gemms(h, w, rows, threads)
     else:
         def run(h, w, t):
             n_rows = len(h)
@@ -86,16 +130,16 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
                 for start in range(0, n_rows, rows):
                     ht = h[start:start + rows].T
                     block = buffer[: ht.shape[1]]
-                    _linear_ce._gemm_into(gemm, 1.0, w.T, ht, block.T, trans_a=1)
-                    _linear_ce._gemm_into(gemm, 1.0, ht, block.T, dw.T, trans_b=1,
+                    _gemm_into(gemm, 1.0, w.T, ht, block.T, trans_a=1)
+                    _gemm_into(gemm, 1.0, ht, block.T, dw.T, trans_b=1,
                                           beta=0.0 if start == 0 else 1.0)
-                    _linear_ce._gemm_into(gemm, 1.0, w.T, block.T, dh[start:start + rows].T)
+                    _gemm_into(gemm, 1.0, w.T, block.T, dh[start:start + rows].T)
                 return dh, dw
             logits = np.empty((n_rows, w.shape[0]), h.dtype)
-            _linear_ce._gemm_into(gemm, 1.0, w.T, h.T, logits.T, trans_a=1)
+            _gemm_into(gemm, 1.0, w.T, h.T, logits.T, trans_a=1)
             if name == "gemm3_full":
-                _linear_ce._gemm_into(gemm, 1.0, h.T, logits.T, dw.T, trans_b=1)
-                _linear_ce._gemm_into(gemm, 1.0, w.T, logits.T, dh.T)
+                _gemm_into(gemm, 1.0, h.T, logits.T, dw.T, trans_b=1)
+                _gemm_into(gemm, 1.0, w.T, logits.T, dh.T)
             return dh, dw
 
     with threadpool_limits(limits=threads, user_api="blas"):
@@ -106,15 +150,17 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
         gradient_kib = (hidden.nbytes + weight.nbytes) // 1024
         _reset_peak()
         before = _rss_kib("VmRSS")
-        times = []
+        times, cpu_times = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = run(hidden, weight, target)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             del result
         peak = _rss_kib("VmHWM")
-    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked") else None,
+    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked", "gemm3_sweep") else None,
             "median_s": statistics.median(times), "times_s": times,
+            "cpu_median_s": statistics.median(cpu_times),
             "peak_above_inputs_and_grads_mib": (peak - before - gradient_kib) / 1024,
             "logits_mib": n * v * 4 / 2**20, "simd": fastloss.simd_level()}
 
@@ -156,22 +202,26 @@ def main(argv=None) -> None:
             results.append(_run_one(name, shape, args.threads, args.repeats, args.chunk))
             print(json.dumps(results[-1]), flush=True)
         for chunk in [int(c) for c in args.chunk_sweep.split(",") if c]:
-            for name in ("fastloss", "gemm3_chunked"):
+            for name in ("fastloss", "gemm3_sweep"):
                 results.append(_run_one(name, shape, args.threads, args.repeats, chunk))
                 print(json.dumps(results[-1]), flush=True)
     print(f"load average after: {os.getloadavg()}", flush=True)
     print()
-    print("| N, D, V | implementation | chunk | median s | / 3 GEMMs | peak above inputs+grads MiB | / logits |")
-    print("|---|---|---|---|---|---|---|")
+    print("| N, D, V | implementation | chunk | median s | / 3 GEMMs | CPU s | / 3 GEMMs | peak above inputs+grads MiB | / logits |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         rows = [r for r in results if tuple(r["shape"]) == shape]
-        floor = next((r["median_s"] for r in rows if r["name"] == "gemm3_full" and "error" not in r), None)
+        full = next((r for r in rows if r["name"] == "gemm3_full" and "error" not in r), None)
+        floor = full["median_s"] if full else None
+        cpu_floor = full["cpu_median_s"] if full else None
         for r in rows:
             if "error" in r:
-                print(f"| {shape} | {r['name']} | | failed: {r['error']} | | | |")
+                print(f"| {shape} | {r['name']} | | failed: {r['error']} | | | | | |")
                 continue
             ratio = f"{r['median_s'] / floor:.2f}" if floor else ""
+            cpu_ratio = f"{r['cpu_median_s'] / cpu_floor:.2f}" if cpu_floor else ""
             print(f"| {shape} | {r['name']} | {r['chunk'] or ''} | {r['median_s']:.3f} | {ratio} | "
+                  f"{r['cpu_median_s']:.3f} | {cpu_ratio} | "
                   f"{r['peak_above_inputs_and_grads_mib']:.0f} | "
                   f"{r['peak_above_inputs_and_grads_mib'] / r['logits_mib']:.3f} |")
     if args.json:

@@ -351,14 +351,30 @@ def test_non_contiguous_inputs(dtype):
 
 
 def test_default_chunk_size():
-    """From the sizes and the dtype only (no thread count): 24 MiB of logits, a multiple of
-    16 rows, at least 64, at most N."""
-    assert _linear_ce.default_chunk_size(4096, 32768, 4) == 192
-    assert _linear_ce.default_chunk_size(2048, 131072, 4) == 64
-    assert _linear_ce.default_chunk_size(4096, 32768, 8) == 96
-    assert _linear_ce.default_chunk_size(10, 32768, 4) == 10
-    assert _linear_ce.default_chunk_size(10**6, 1000, 4) == 24 * 2**20 // 4000 // 16 * 16
-    assert _linear_ce.default_chunk_size(0, 10, 4) == 1
+    """From the sizes only (no thread count, no dtype): the largest multiple of 16 rows n with
+    n (V + 8 D) <= (15/256) N V, within [32, 512], at most N."""
+    size = _linear_ce.default_chunk_size
+    assert size(4096, 32768, 512, 4) == 208
+    assert size(2048, 131072, 1024, 4) == 112
+    assert size(4096, 32768, 512, 8) == 208
+    for n, v, d in [(4096, 32768, 512), (2048, 131072, 1024), (8192, 50000, 4096)]:
+        rows = size(n, v, d, 4)
+        assert rows % 16 == 0 and rows * (v + 8 * d) <= 15 / 256 * n * v
+        assert (rows + 16) * (v + 8 * d) > 15 / 256 * n * v
+    assert size(10, 32768, 512, 4) == 10
+    assert size(1000, 32768, 512, 4) == 48
+    assert size(400, 32768, 512, 4) == 32
+    assert size(10**6, 1000, 64, 4) == 512
+    assert size(0, 10, 4, 4) == 1
+
+
+def test_tile_size():
+    """~2 MiB of weight per vocabulary tile, a multiple of 16 classes, at least 16, at most V."""
+    assert _linear_ce.tile_size(32768, 512, 4) == 1024
+    assert _linear_ce.tile_size(131072, 1024, 4) == 512
+    assert _linear_ce.tile_size(131072, 1024, 8) == 256
+    assert _linear_ce.tile_size(50, 8, 4) == 50
+    assert _linear_ce.tile_size(10**6, 10**6, 4) == 16
 
 
 def test_never_allocates_the_full_logits():
