@@ -101,10 +101,9 @@ Choices made here
   XGBoost's ``GradientPair``); the objectives compute in float32 and return float32 arrays,
   so the boosters take them without a conversion. XGBoost's scores are float32 already;
   LightGBM's float64 scores are cast once per call (the only pass besides the kernel's for
-  (n,) scores; for k classes the cast also transposes them to C order, and the C-ordered
-  results are copied back into LightGBM's Fortran order, so that LightGBM takes them as
-  views: three passes around the kernel's, cheaper than the two transposing copies
-  LightGBM makes of C-ordered results). A float64 kernel run on LightGBM's scores would
+  (n,) scores; for k classes the cast keeps LightGBM's class-major order, and the kernel
+  reads it as (1, k, n) K-dimensional logits and writes its results in that order, which
+  LightGBM takes as views: see KERNEL_READS_FORTRAN_SCORES). A float64 kernel run on LightGBM's scores would
   read them without the cast but write float64 results, which LightGBM casts to float32:
   two casts instead of one.
 - Sample weights go into the kernels (the element-wise losses' ``weight``, the softmax
@@ -176,17 +175,15 @@ _SET_BY_ADAPTER = ("reduction", "compute_grad", "compute_hess", "out", "hess_out
 HESSIAN_FORMS = ("floor", "exact", "fisher")
 _FOCAL = ("sigmoid_focal", "softmax_focal")
 _CLIP = 1e-15   # probabilities and means are clipped to [1e-15, 1 - 1e-15] before a log
-# Multiclass scores in LightGBM's Fortran order can go to the kernel as they are, as
-# (1, k, n) K-dimensional logits (no transpose, results in LightGBM's order, no copy on its
-# side). Measured with the kernels of issue 15 part 1 (1e5 x 10, float32, one thread, a busy
-# machine): the K-dim hessian variant takes 38 ms (min of 21) against 3.1 ms for the 2-D
-# hessian call on C-ordered scores and ~1 ms for the transposing cast to them. So until that
-# kernel path is as fast as the 2-D one, LightGBM's scores are cast to C order (n, k) float32
-# and the C-ordered results copied back into its order by _fortran_copy (by blocks of rows:
-# 0.46 ms per 1e5 x 10 float32 array, against 1.45 ms for the ravel(order="F") LightGBM
-# would do on C-ordered results). True turns the direct path on (tests/test_boosting.py runs
-# both).
-KERNEL_READS_FORTRAN_SCORES = False
+# Multiclass scores in LightGBM's Fortran order go to the kernel as they are, as (1, k, n)
+# K-dimensional logits (no transpose, results in LightGBM's order, no copy on its side).
+# With the K-dim tile kernels of issue 13's speed work (the label's entries selected inside
+# the vector passes) that path measured 1.80 ms against 3.66 ms for casting the scores to C
+# order (n, k), the 2-D hessian call and copying the results back into LightGBM's order
+# (_fortran_copy) (1e5 x 10, float64 scores, one thread, quiet machine; before that work the
+# K-dim hessian variant took 38 ms). False turns the C-order path back on
+# (tests/test_boosting.py runs both).
+KERNEL_READS_FORTRAN_SCORES = True
 
 
 def focal_hessian_forms():

@@ -175,13 +175,14 @@ def test_softmax_focal_hessian_forms():
                                atol=1e-7)
     assert (forms["floor"][1] > 0).all()
     # LightGBM's Fortran-ordered scores give the same arrays, on both paths
+    default = boosting.KERNEL_READS_FORTRAN_SCORES
     for direct in (False, True):
         boosting.KERNEL_READS_FORTRAN_SCORES = direct
         try:
             lightgbm = boosting.lightgbm_objective("softmax_focal", alpha=alpha)(
                 labels, np.asfortranarray(scores, dtype=np.float64), weights)
         finally:
-            boosting.KERNEL_READS_FORTRAN_SCORES = False
+            boosting.KERNEL_READS_FORTRAN_SCORES = default
         assert lightgbm[0].flags.f_contiguous and lightgbm[1].flags.f_contiguous
         np.testing.assert_allclose(lightgbm[0], forms["floor"][0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(lightgbm[1], forms["floor"][1], rtol=1e-5, atol=1e-7)
