@@ -11,7 +11,8 @@ import fastloss
 from fastloss import _kernels, _linear_ce
 
 from test_linear_cross_entropy import (DTYPES, OPTIONS, REDUCTIONS, assert_result_close,
-                                       class_weights, needs_torch, torch_linear_ce)
+                                       make_inputs, needs_torch, options_for,
+                                       torch_linear_ce)
 
 TILE = 16
 
@@ -21,27 +22,6 @@ def small_tiles(monkeypatch):
     """Tiles of 16 classes whatever D and the dtype (tile_size's floor)."""
     monkeypatch.setattr(_linear_ce, "TILE_BYTES", 1)
     assert _linear_ce.tile_size(1000, 8, 4) == TILE
-
-
-def make_inputs(dtype, n, d, v, seed=0, probabilities=False, ignore_index=-100):
-    rng = np.random.default_rng(seed)
-    hidden = rng.standard_normal((n, d)).astype(dtype)
-    weight = (rng.standard_normal((v, d)) / np.sqrt(d) * 3).astype(dtype)
-    bias = rng.standard_normal(v).astype(dtype)
-    if probabilities:
-        target = rng.random((n, v))
-        target /= target.sum(axis=1, keepdims=True)
-    else:
-        target = rng.integers(0, v, n)
-        target[::5] = ignore_index
-    return hidden, weight, bias, target
-
-
-def options_for(name, dtype, v):
-    options = dict(OPTIONS[name])
-    if options.get("class_weight") == "weights":
-        options["class_weight"] = class_weights(dtype, v=v)
-    return options
 
 
 # V = 203: 13 tiles (the last of 11 classes), more than PARTS = 8 (parts of 1 and 2 tiles)

@@ -55,10 +55,10 @@ OPTIONS = {
 }
 
 
-def options_for(name, dtype):
+def options_for(name, dtype, v=V):
     options = dict(OPTIONS[name])
     if options.get("class_weight") == "weights":
-        options["class_weight"] = class_weights(dtype)
+        options["class_weight"] = class_weights(dtype, v=v)
     return options
 
 
