@@ -95,6 +95,19 @@ SOFTMAX_CE = LossCase(
 CASES: List[LossCase] = [SOFTMAX_CE]
 
 
+def assert_close(actual, expected, dtype, what="", float32=(2e-5, 2e-6),
+                 float64=(1e-10, 1e-12)):
+    """allclose in float64 with (rtol, atol) by dtype, atol scaled by the largest finite
+    expected magnitude (at least 1); nan where expected is nan."""
+    rtol, atol = float32 if np.dtype(dtype) == np.float32 else float64
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    finite = np.isfinite(expected)
+    scale = max(1.0, float(np.abs(expected[finite]).max())) if finite.any() else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, equal_nan=True,
+                               err_msg=what)
+
+
 def option_id(option: dict) -> str:
     if not option:
         return "default"
@@ -599,3 +612,28 @@ DISTILL_KL = LossCase(
 )
 
 CASES.extend([SOFTMAX_CE_CLASS_AXIS, SOFTMAX_FOCAL_WEIGHTED, MULTI_MARGIN, DISTILL_KL])
+
+
+# ------------------------------------------- every registry entry of a loss, as one case
+
+def entries_by_name() -> Dict[str, List[LossCase]]:
+    """The registry's cases of each loss name, in registry order (the later entries hold
+    the class-axis options of issue 13: sample_weight, z_loss, logit_softcap)."""
+    entries: Dict[str, List[LossCase]] = {}
+    for case in CASES:
+        entries.setdefault(case.name, []).append(case)
+    return entries
+
+
+def merged_cases() -> Dict[str, LossCase]:
+    """One case per loss name whose options carry their entry's index ("_entry"), made by
+    that entry's maker: the adapters' tests run every entry of a loss as one case."""
+    import dataclasses
+
+    def merged(cases):
+        def make(rng, dtype, shape, option):
+            return cases[option.get("_entry", 0)].make(rng, dtype, shape, option)
+        return dataclasses.replace(cases[0], make=make, options=[
+            dict(option, _entry=index) if index else option
+            for index, case in enumerate(cases) for option in case.options])
+    return {name: merged(cases) for name, cases in entries_by_name().items()}

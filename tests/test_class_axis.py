@@ -26,49 +26,8 @@ SHAPES = [(3, 5, 4, 7), (2, 6, 33), (4, 3, 1), (2, 4, 3, 2, 5), (2, 600, 21)]
 
 # option combinations: class weight x ignore_index x label_smoothing x sample_weight x
 # z_loss x softcap, probability targets too ("_sw": "sample" (N,) or "full" (N, d1..dK))
-from class_axis_options import CE_OPTIONS, FOCAL_OPTIONS  # noqa: E402
-
-
-def option_id(option):
-    return "-".join(f"{k.lstrip('_')}={v}" if v is not True else k.lstrip("_")
-                    for k, v in option.items()) or "default"
-
-
-def make(rng, dtype, shape, option, scale=3.0):
-    """(logits, target, kwargs) for a K-dim call."""
-    n, c = shape[:2]
-    sample_shape = (n,) + tuple(shape[2:])
-    x = (rng.standard_normal(shape) * scale).astype(dtype)
-    kwargs = {k: v for k, v in option.items() if not k.startswith("_")}
-    if kwargs.get("weight") is True:
-        kwargs["weight"] = rng.uniform(0.2, 2.0, c).astype(dtype)
-    if option.get("_alpha"):
-        kwargs["alpha"] = rng.uniform(0.2, 2.0, c).astype(dtype)
-    if option.get("_target") == "prob":
-        target = np.moveaxis(rng.dirichlet(np.ones(c), sample_shape), -1, 1).astype(dtype)
-    else:
-        target = rng.integers(0, c, sample_shape)
-        if "ignore_index" in kwargs:
-            target[rng.random(sample_shape) < 0.3] = kwargs["ignore_index"]
-    if option.get("_sw") == "sample":
-        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, n).astype(dtype)
-    elif option.get("_sw") == "full":
-        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, sample_shape).astype(dtype)
-    return x, target, kwargs
-
-
-def tolerance(dtype):
-    return dict(rtol=3e-5, atol=3e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-
-
-def assert_close(actual, expected, dtype, what=""):
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    tol = tolerance(dtype)
-    finite = np.isfinite(expected)
-    scale = max(1.0, float(np.abs(expected[finite]).max())) if finite.any() else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale,
-                               equal_nan=True, err_msg=what)
+from class_axis_options import (CE_OPTIONS, FOCAL_OPTIONS, assert_close, make,  # noqa: E402
+                                option_id)
 
 
 # ---------------------------------------------------------------------------- values

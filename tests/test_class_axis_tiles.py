@@ -17,7 +17,7 @@ import pytest
 import fastloss
 from fastloss import _kernels, reference
 
-from test_class_axis import CE_OPTIONS, FOCAL_OPTIONS, assert_close, make
+from class_axis_options import CE_OPTIONS, FOCAL_OPTIONS, assert_close, make
 
 DTYPES = [np.float32, np.float64]
 

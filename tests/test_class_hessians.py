@@ -24,53 +24,15 @@ REDUCTIONS = ["mean", "sum", "none"]
 # (45, 130); K-dim with one tile per sample; a trailing 1; K = 2
 SHAPES = [(6, 5), (2, 36), (2, 45), (1, 130), (3, 4, 5), (4, 3, 1), (2, 3, 2, 3)]
 
-from class_axis_options import CE_OPTIONS, FOCAL_OPTIONS  # noqa: E402
+from class_axis_options import (CE_OPTIONS, FOCAL_OPTIONS, assert_close, make,  # noqa: E402
+                                option_id)
+
 CALLS = ([("ce", option) for option in CE_OPTIONS]
          + [("focal", option) for option in FOCAL_OPTIONS])
 
 
-def option_id(value):
-    if isinstance(value, str):
-        return value
-    return "-".join(f"{k.lstrip('_')}={v}" if v is not True else k.lstrip("_")
-                    for k, v in value.items()) or "default"
-
-
-def make(rng, dtype, shape, option, scale=3.0):
-    """(logits, target, kwargs) of a call with `option` (keys with "_" steer the maker)."""
-    n, c = shape[:2]
-    sample_shape = (n,) + tuple(shape[2:])
-    x = (rng.standard_normal(shape) * scale).astype(dtype)
-    kwargs = {k: v for k, v in option.items() if not k.startswith("_")}
-    if kwargs.get("weight") is True:
-        kwargs["weight"] = rng.uniform(0.2, 2.0, c).astype(dtype)
-    if option.get("_alpha"):
-        kwargs["alpha"] = rng.uniform(0.2, 2.0, c).astype(dtype)
-    if option.get("_target") == "prob":
-        target = np.moveaxis(rng.dirichlet(np.ones(c), sample_shape), -1, 1).astype(dtype)
-    else:
-        target = rng.integers(0, c, sample_shape)
-        if "ignore_index" in kwargs:
-            target.reshape(-1)[::3] = kwargs["ignore_index"]
-    if option.get("_sw") == "sample":
-        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, n).astype(dtype)
-    elif option.get("_sw") == "full":
-        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, sample_shape).astype(dtype)
-    return x, target, kwargs
-
-
 def function(module, name):
     return module.softmax_cross_entropy if name == "ce" else module.softmax_focal
-
-
-def assert_close(actual, expected, dtype, what=""):
-    rtol, atol = (3e-5, 3e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    finite = np.isfinite(expected)
-    scale = max(1.0, float(np.abs(expected[finite]).max())) if finite.any() else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, equal_nan=True,
-                               err_msg=what)
 
 
 def torch_hessian_diagonal(name, x, target, kwargs, reduction):

@@ -7,7 +7,6 @@ Parametrized from the adapter's table (fastloss.jax.EXPORTED), the test registry
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import numpy as np
 import pytest
@@ -18,24 +17,10 @@ import jax.numpy as jnp  # noqa: E402
 
 import fastloss  # noqa: E402
 import fastloss.jax as flj  # noqa: E402
-from cases import CASES, option_id  # noqa: E402
+from cases import merged_cases, option_id  # noqa: E402
 
-# every registry entry of each loss, merged into one case whose options carry the entry's
-# index ("_entry": the later entries hold the class-axis options of issue 13)
-ENTRIES = {}
-for _case in CASES:
-    ENTRIES.setdefault(_case.name, []).append(_case)
-
-
-def _merged(cases):
-    def make(rng, dtype, shape, option):
-        return cases[option.get("_entry", 0)].make(rng, dtype, shape, option)
-    return dataclasses.replace(cases[0], make=make, options=[
-        dict(option, _entry=index) if index else option
-        for index, case in enumerate(cases) for option in case.options])
-
-
-CASE_BY_NAME = {name: _merged(cases) for name, cases in ENTRIES.items()}
+# every registry entry of each loss, merged into one case
+CASE_BY_NAME = merged_cases()
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
 

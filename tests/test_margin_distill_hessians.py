@@ -18,7 +18,7 @@ import pytest
 import fastloss
 from fastloss import _kernels, reference
 
-from cases import torch
+from cases import assert_close, torch
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -30,16 +30,6 @@ DISTILL_OPTIONS = [{}, {"temperature": 3.0}, {"temperature": 0.5}]
 
 def option_id(option):
     return "-".join(f"{k}={v}" for k, v in option.items()) or "default"
-
-
-def assert_close(actual, expected, dtype, what=""):
-    rtol, atol = (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    finite = np.isfinite(expected)
-    scale = max(1.0, float(np.abs(expected[finite]).max())) if finite.any() else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, equal_nan=True,
-                               err_msg=what)
 
 
 def margin_inputs(rng, dtype, shape, option, spread=0.7, avoid_kinks=False):

@@ -16,7 +16,7 @@ import fastloss
 from fastloss import _kernels, reference
 from fastloss._table import ELEMENTWISE, ELEMENTWISE_BY_NAME, KERNELS, markdown_table
 
-from cases import CASES, option_id, torch
+from cases import CASES, assert_close, option_id, torch
 
 DTYPES = [np.float32, np.float64]
 TABLE = {row.name for row in ELEMENTWISE}
@@ -24,16 +24,6 @@ HESS_CASES = [pytest.param(case, option, id=f"{case.name}-{option_id(option)}")
               for case in CASES if case.name in TABLE
               and ELEMENTWISE_BY_NAME[case.name].hessian is not None
               for option in case.options]
-
-
-def assert_close(actual, expected, dtype, what=""):
-    rtol, atol = (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-10, 1e-12)
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    finite = np.isfinite(expected)
-    scale = max(1.0, float(np.abs(expected[finite]).max())) if finite.any() else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, equal_nan=True,
-                               err_msg=what)
 
 
 def call(module, case, x, target, kwargs, **extra):

@@ -8,8 +8,6 @@ case in tests/cases.py is enrolled in every test here.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -18,22 +16,11 @@ import torch.nn.functional as F  # noqa: E402
 
 import fastloss  # noqa: E402
 import fastloss.torch as flt  # noqa: E402
-from cases import CASES, option_id  # noqa: E402
+from cases import entries_by_name, merged_cases, option_id  # noqa: E402
 
-# every registry entry of each loss, merged into one case whose options carry the entry's
-# index ("_entry": the later entries hold the class-axis options of issue 13 -- sample_weight,
-# z_loss, logit_softcap -- which the adapter takes since issue 16)
-ENTRIES = {}
-for _case in CASES:
-    ENTRIES.setdefault(_case.name, []).append(_case)
-
-
-def _merged(cases):
-    def make(rng, dtype, shape, option):
-        return cases[option.get("_entry", 0)].make(rng, dtype, shape, option)
-    return dataclasses.replace(cases[0], make=make, options=[
-        dict(option, _entry=index) if index else option
-        for index, case in enumerate(cases) for option in case.options])
+# every registry entry of each loss, merged into one case
+ENTRIES = entries_by_name()
+CASE_BY_NAME = merged_cases()
 
 
 def entry_case(row, option):
@@ -41,7 +28,6 @@ def entry_case(row, option):
     return ENTRIES[row.fastloss][option.get("_entry", 0)]
 
 
-CASE_BY_NAME = {name: _merged(cases) for name, cases in ENTRIES.items()}
 ROWS = [row for row in flt.EXPORTED if row.fastloss in CASE_BY_NAME]
 # rows of several differentiated inputs, without a target or with (N, C') overlap losses:
 # tests/test_torch_adapter_multi.py
