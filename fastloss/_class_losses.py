@@ -196,8 +196,10 @@ def softmax_cross_entropy(logits, target, *, weight, ignore_index, label_smoothi
                                  {"logits": logits, "target": target_array, "weight": weight,
                                   "sample_weight": sample_weight}, "lse_out")
     if indices is not None:
-        denominator = index_denominator(indices, n_classes, ignore_index, weight_array, sw,
-                                        per_position, sample_shape)
+        # the sample-weighted denominator only where "mean" divides by it (it costs a pass)
+        denominator = index_denominator(indices, n_classes, ignore_index, weight_array,
+                                        sw if reduction == "mean" else None, per_position,
+                                        sample_shape)
     else:
         denominator = float(sw.sum(dtype=np.float64) * (inner if not per_position else 1)) \
             if sw is not None else float(n_samples * inner)
@@ -239,7 +241,8 @@ def softmax_focal(logits, target, *, alpha, gamma, ignore_index, reduction, comp
     hess_out = check.out_array(hess_out, logits, {"target": np.asarray(target), "alpha": alpha,
                                                   "sample_weight": sample_weight, "out": out},
                                name="hess_out")
-    denominator = index_denominator(indices, n_classes, ignore_index, None, sw, per_position,
+    denominator = index_denominator(indices, n_classes, ignore_index, None,
+                                    sw if reduction == "mean" else None, per_position,
                                     sample_shape, class_weighted=False)
 
     # -------- nothing has been written up to here; from here on the call cannot fail
