@@ -206,9 +206,11 @@ def measure(n, d, v, threads, repeats, chunks, blas_only):
         for name, fn in variants.items():  # warm-up (pools, page faults)
             if not name.endswith((" F", " W", " H")):
                 fn()
-        for _ in range(repeats):
+        for repeat in range(repeats):
             for name, fn in variants.items():
                 times[name].append(_time(fn))
+                print(f"repeat {repeat}: {name}: {times[name][-1][0]:.3f} s", file=sys.stderr,
+                      flush=True)
         info = [{k: lib.get(k) for k in ("prefix", "version", "architecture", "num_threads")}
                 for lib in threadpool_info() if lib["user_api"] == "blas"]
     result = {"shape": [n, d, v], "threads": threads, "chunks": chunks, "default": default,
