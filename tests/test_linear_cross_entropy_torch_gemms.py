@@ -50,15 +50,21 @@ def test_same_signature():
     assert inspect.signature(TORCH_GEMMS) == inspect.signature(BLAS)
 
 
+@pytest.mark.parametrize("forward_classes", [64, 4096])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("compute_grad", [True, False])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_equals_blas_path(dtype, reduction, compute_grad):
-    """Both paths to float rounding, at chunk sizes that do not divide N, N < chunk and 1."""
-    hidden, weight, bias, target = make_inputs(dtype, n=150, d=24, v=300, seed=4)
-    options = options_for("everything", dtype, v=300)
+def test_equals_blas_path(monkeypatch, dtype, reduction, compute_grad, with_bias,
+                          forward_classes):
+    """Both paths to float rounding, at chunk sizes that do not divide N, N < chunk and 1,
+    the logits in one call or in calls of 64 classes (the last one shorter)."""
+    monkeypatch.setattr(_linear_ce, "TORCH_FORWARD_CLASSES", forward_classes)
+    hidden, weight, bias, target = make_inputs(dtype, n=60, d=16, v=200, seed=4)
+    bias = bias if with_bias else None
+    options = options_for("everything", dtype, v=200)
     tol = {"rtol": 2e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-14}
-    for chunk in (1, 7, 64, 150, 1000, None):
+    for chunk in (1, 7, 60, 100, None):
         want = BLAS(hidden, weight, target, bias=bias, chunk_size=chunk, reduction=reduction,
                     compute_grad=compute_grad, **options)
         got = TORCH_GEMMS(hidden, weight, target, bias=bias, chunk_size=chunk,
@@ -67,7 +73,10 @@ def test_equals_blas_path(dtype, reduction, compute_grad):
         if not compute_grad:
             assert got.grad is None
             continue
+        assert (got.grad[2] is None) == (bias is None)
         for g, w in zip(got.grad, want.grad):
+            if w is None:
+                continue
             assert g.dtype == dtype and g.shape == w.shape
             np.testing.assert_allclose(g, w, **tol)
 
