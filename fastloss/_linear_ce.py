@@ -27,7 +27,6 @@ BLAS: the ?gemm of SciPy's cython_blas (the library SciPy ships), called from no
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
@@ -316,15 +315,6 @@ def linear_cross_entropy(
     Edge cases as softmax_cross_entropy: an empty batch gives nan for "mean" (0.0 for "sum")
     and zero dW, db; every target ignored gives nan for "mean" and all-zero gradients.
     """
-    return _linear_cross_entropy(hidden, weight, target, bias, class_weight, ignore_index,
-                                 label_smoothing, z_loss, logit_softcap, reduction,
-                                 compute_grad, out, chunk_size, n_threads, torch_gemms=False)
-
-
-def _linear_cross_entropy(hidden, weight, target, bias, class_weight, ignore_index,
-                          label_smoothing, z_loss, logit_softcap, reduction, compute_grad, out,
-                          chunk_size, n_threads, torch_gemms):
-    """linear_cross_entropy; torch_gemms: the GEMMs by torch (see _torch_chunks)."""
     hidden, weight, bias, n_samples, n_features, n_classes = _linear_inputs(hidden, weight, bias)
     dtype = hidden.dtype
     reduction = check.reduction(reduction)
@@ -349,11 +339,8 @@ def _linear_cross_entropy(hidden, weight, target, bias, class_weight, ignore_ind
     else:
         denominator = float(n_samples)
         kept = np.ones(n_samples, dtype=bool)
-    if torch_gemms:
-        import torch
-    else:
-        capsule = _gemm_capsule(dtype)
-        _threadpool_controller()  # imported before anything is written
+    capsule = _gemm_capsule(dtype)
+    _threadpool_controller()  # imported before anything is written
 
     # -------- nothing has been written up to here; from here on the call cannot fail
     hidden_c = np.ascontiguousarray(hidden)
@@ -384,53 +371,9 @@ def _linear_cross_entropy(hidden, weight, target, bias, class_weight, ignore_ind
     if rows * n_classes * n_features < SERIAL_SWEEP_WORK:
         sweep_threads = 1
     buffer = np.empty((rows, n_classes), dtype) if rows > 0 else None
-    parts = (np.empty(PARTS * rows * n_features, dtype)
-             if compute_grad and not torch_gemms else None)
+    parts = np.empty(PARTS * rows * n_features, dtype) if compute_grad else None
     loss_out = np.empty(n_samples, dtype) if reduction == "none" else None
     bias_sum = np.zeros(n_classes, np.float64) if grad_bias is not None else None
-    chunks = _torch_chunks if torch_gemms else _blas_chunks
-    gemm = torch if torch_gemms else capsule
-    total = chunks(gemm, hidden_c, weight_c, bias, buffer, parts, grad_hidden, grad_weight,
-                   bias_sum, loss_out, indices, probabilities, kept, nan_rows, scale,
-                   ce_options, z_loss, softcap, chunk_reduction, compute_grad, n_threads,
-                   rows_per_chunk, tile, sweep_threads)
-    if compute_grad and n_samples == 0:
-        grad_weight.fill(0)
-    if bias_sum is not None:
-        np.multiply(bias_sum, scale, out=grad_bias, casting="same_kind")
-
-    if reduction == "none":
-        loss = loss_out
-    elif reduction == "sum":
-        loss = float(total)
-    else:
-        loss = total / denominator if denominator != 0 else math.nan
-    return LossResult(loss, (grad_hidden, grad_weight, grad_bias) if compute_grad else None)
-
-
-def linear_cross_entropy_torch_gemms(*args, **kwargs):
-    """linear_cross_entropy with the GEMMs by torch (fastloss.torch's path): the same
-    signature, checks, chunk rule, CE kernel and results to float rounding; the chunk loop is
-    _torch_chunks. Bitwise the same every run for a fixed torch thread count (n_threads, else
-    torch.get_num_threads())."""
-    bound = _SIGNATURE.bind(*args, **kwargs)
-    bound.apply_defaults()
-    return _linear_cross_entropy(*bound.arguments.values(), torch_gemms=True)
-
-
-_SIGNATURE = inspect.signature(linear_cross_entropy)
-linear_cross_entropy_torch_gemms.__signature__ = _SIGNATURE
-
-
-# ------------------------------------------------------------------------- the chunk loops
-
-def _blas_chunks(capsule, hidden_c, weight_c, bias, buffer, parts, grad_hidden, grad_weight,
-                 bias_sum, loss_out, indices, probabilities, kept, nan_rows, scale, ce_options,
-                 z_loss, softcap, chunk_reduction, compute_grad, n_threads, rows_per_chunk,
-                 tile, sweep_threads):
-    """The chunk loop with the tile sweeps (SciPy's BLAS); returns the summed loss."""
-    n_samples, n_features = hidden_c.shape
-    rows = min(rows_per_chunk, n_samples)
     total = 0.0
     with _one_blas_thread():
         if rows > 0:  # chunk 0's logits
@@ -472,68 +415,15 @@ def _blas_chunks(capsule, hidden_c, weight_c, bias, buffer, parts, grad_hidden, 
                 np.add(dh_parts[0], dh_parts[1], out=dh)
                 for index in range(2, used):
                     dh += dh_parts[index]
-    return total
+    if compute_grad and n_samples == 0:
+        grad_weight.fill(0)
+    if bias_sum is not None:
+        np.multiply(bias_sum, scale, out=grad_bias, casting="same_kind")
 
-
-# torch's path computes each chunk's logits in calls of this many classes: one H_c W^T call
-# over the whole vocabulary makes MKL (torch 2.13's wheel) take a workspace the size of the
-# (n, V) chunk buffer (measured: +59 MiB at n = 112, V = 131072, 2 threads; 3.3 MiB + 4 n t
-# bytes in calls of t classes), which would double the memory the chunk rule allows.
-TORCH_FORWARD_CLASSES = 4096
-
-
-def _torch_chunks(torch, hidden_c, weight_c, bias, buffer, parts, grad_hidden, grad_weight,
-                  bias_sum, loss_out, indices, probabilities, kept, nan_rows, scale,
-                  ce_options, z_loss, softcap, chunk_reduction, compute_grad, n_threads,
-                  rows_per_chunk, tile, sweep_threads):
-    """The chunk loop with torch's GEMMs (fastloss.torch's path: the MKL in torch's wheel,
-    on torch's threads, n_threads of them if given), on tensors sharing the arrays' memory;
-    the CE kernel in place on the same chunk buffer. Per chunk c, in this order: the
-    buffer = H_c W^T (+ b) (torch.mm / addmm into it), the CE kernel, dW (+)= s g^T H_c
-    (addmm_, beta = 0 for the first chunk), dH_c = s g W (addmm into dH_c). The same chunk
-    rule and buffer as the BLAS path (its dH part sums are not needed: torch threads each
-    GEMM); the logits in calls of TORCH_FORWARD_CLASSES classes. Returns the summed loss."""
-    n_samples = hidden_c.shape[0]
-    hidden_t, weight_t = torch.from_numpy(hidden_c), torch.from_numpy(weight_c)
-    bias_t = None if bias is None else torch.from_numpy(np.ascontiguousarray(bias))
-    buffer_t = None if buffer is None else torch.from_numpy(buffer)
-    grad_weight_t = None if grad_weight is None else torch.from_numpy(grad_weight)
-    grad_hidden_t = None if grad_hidden is None else torch.from_numpy(grad_hidden)
-    previous = torch.get_num_threads()
-    if n_threads is not None and n_threads != previous:
-        torch.set_num_threads(n_threads)
-    total = 0.0
-    try:
-        for start in range(0, n_samples, rows_per_chunk):
-            stop = min(start + rows_per_chunk, n_samples)
-            rows_t, block = hidden_t[start:stop], buffer_t[: stop - start]
-            logits = buffer[: stop - start]
-            for j in range(0, weight_t.shape[0], TORCH_FORWARD_CLASSES):
-                k = j + TORCH_FORWARD_CLASSES
-                if bias_t is None:
-                    torch.mm(rows_t, weight_t[j:k].t(), out=block[:, j:k])
-                else:
-                    torch.addmm(bias_t[j:k], rows_t, weight_t[j:k].t(), out=block[:, j:k])
-            target_chunk = (indices[start:stop] if indices is not None
-                            else probabilities[start:stop])
-            part = _ce_on_chunk(logits, target_chunk, ce_options, z_loss, softcap,
-                                chunk_reduction, compute_grad, n_threads)
-            if loss_out is not None:
-                loss_out[start:stop] = part
-            else:
-                total += part
-            if not compute_grad:
-                continue
-            if nan_rows:
-                logits[kept[start:stop]] = np.nan
-            if bias_sum is not None:
-                bias_sum += logits.sum(axis=0, dtype=np.float64)
-            # beta = 0: the uninitialised dW is ignored, not multiplied (torch's addmm rule)
-            grad_weight_t.addmm_(block.t(), rows_t, beta=0.0 if start == 0 else 1.0,
-                                 alpha=scale)
-            # after dW, which read H_c: grad_hidden may be hidden (in place)
-            grad_hidden_t[start:stop].addmm_(block, weight_t, beta=0.0, alpha=scale)
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-    return total
+    if reduction == "none":
+        loss = loss_out
+    elif reduction == "sum":
+        loss = float(total)
+    else:
+        loss = total / denominator if denominator != 0 else math.nan
+    return LossResult(loss, (grad_hidden, grad_weight, grad_bias) if compute_grad else None)

@@ -266,9 +266,6 @@ class LossRow:
     none_means: Dict[str, object] = field(default_factory=dict)
     extra: Tuple[str, ...] = ()
     module_forward: Optional[Callable] = None
-    # the function called instead of fastloss.<fastloss> (same signature): issue 17's
-    # linear_cross_entropy with torch's GEMMs
-    kernel: Optional[Callable] = None
 
 
 def _linear_ce_module_forward(module, function, input, target):
@@ -342,8 +339,7 @@ LOSSES: Tuple[LossRow, ...] = (
             target="any", input_ndim=2, none_by_torch=True,
             renamed={"linear_bias": "bias", "weight": "class_weight"},
             none_means={"ignore_index": -100}, module_forward=_linear_ce_module_forward,
-            extra=("z_loss", "logit_softcap"), torch_formula=_formulas.linear_cross_entropy,
-            kernel=getattr(fastloss._linear_ce, "linear_cross_entropy_torch_gemms", None)),
+            extra=("z_loss", "logit_softcap"), torch_formula=_formulas.linear_cross_entropy),
 )
 
 
@@ -356,7 +352,7 @@ class _Spec:
 
     def __init__(self, row: LossRow):
         self.row = row
-        self.kernel = row.kernel or getattr(fastloss, row.fastloss)
+        self.kernel = getattr(fastloss, row.fastloss)
         kernel_params = inspect.signature(self.kernel).parameters
         self.n_positional = row.inputs + row.has_target
         self.kernel_positional = tuple(kernel_params)[:self.n_positional]

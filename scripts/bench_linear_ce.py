@@ -22,9 +22,12 @@ Implementations:
   torch_gemm3_full  the three full-size GEMMs through torch (torch.mm / addmm with out=, the MKL in
                     torch's wheel), torch threads = --threads
   torch_gemm3_chunked  the same as chunk-sized torch calls on fastloss's default row chunks
-  fastloss_torch    fastloss.torch.linear_cross_entropy(...) + backward on torch tensors (its
-                    chunk loop on torch's GEMMs)
-  fastloss_torch_blas  the same adapter on fastloss.linear_cross_entropy (SciPy's BLAS sweep)
+  fastloss_torch    fastloss.torch.linear_cross_entropy(...) + backward on torch tensors
+  proto_torch_gemm  a prototype (not in fastloss): the chunk loop on torch's GEMMs (MKL, torch
+                    threads) with fastloss's CE kernel in place on the chunk buffer, default
+                    chunk; BENCH_LCE_TORCH_FORWARD_CLASSES=t computes the logits in calls of t
+                    classes (one call over V makes MKL take a workspace the size of the chunk
+                    buffer: +59 MiB at (112, 1024, 131072); t = 4096 keeps the cap)
   torch_chunked     F.linear_cross_entropy(..., options=LinearCrossEntropyOptions()) + backward
   torch_reference   F.linear_cross_entropy(..., options=None) + backward
 """
@@ -40,7 +43,7 @@ import sys
 import time
 
 IMPLEMENTATIONS = ["gemm3_full", "gemm3_chunked", "gemm3_sweep", "gemm_forward", "fastloss",
-                   "torch_gemm3_full", "torch_gemm3_chunked", "fastloss_torch", "fastloss_torch_blas",
+                   "torch_gemm3_full", "torch_gemm3_chunked", "fastloss_torch", "proto_torch_gemm",
                    "torch_chunked", "torch_reference"]
 
 
@@ -130,6 +133,7 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
     elif name == "proto_torch_gemm":  # prototype: torch GEMMs + fastloss's CE in place
         import torch
         torch.set_num_threads(threads)
+        forward_classes = int(os.environ.get("BENCH_LCE_TORCH_FORWARD_CLASSES") or v)
 
         def run(h, w, t):
             ht, wt = torch.from_numpy(h), torch.from_numpy(w)
@@ -143,7 +147,8 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
                 hc = ht[start:start + rows]
                 n_c = hc.shape[0]
                 block = buffer[:n_c]
-                torch.mm(hc, wt.t(), out=block)
+                for j in range(0, wt.shape[0], forward_classes):
+                    torch.mm(hc, wt[j:j + forward_classes].t(), out=block[:, j:j + forward_classes])
                 total += fastloss.softmax_cross_entropy(
                     arr[:n_c], t[start:start + rows], reduction="sum", out=arr[:n_c],
                     n_threads=threads).loss
@@ -151,12 +156,10 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
                 torch.addmm(dh[start:start + rows], block, wt, beta=0.0, alpha=scale,
                             out=dh[start:start + rows])
             return total * scale, dh, dw
-    elif name in ("fastloss_torch", "fastloss_torch_blas"):
+    elif name == "fastloss_torch":
         import torch
         import fastloss.torch as flt
         torch.set_num_threads(threads)
-        if name == "fastloss_torch_blas":  # the adapter on the NumPy path (SciPy's BLAS)
-            flt._SPECS["linear_cross_entropy"].kernel = fastloss.linear_cross_entropy
 
         def run(h, w, t):
             ht = torch.from_numpy(h).requires_grad_(True)
@@ -219,8 +222,7 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
             cpu_times.append(time.process_time() - cpu_start)
             del result
         peak = _rss_kib("VmHWM")
-    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked", "gemm3_sweep", "fastloss_torch", "fastloss_torch_blas",
-                                                  "proto_torch_gemm",
+    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked", "gemm3_sweep", "fastloss_torch", "proto_torch_gemm",
                                                   "torch_gemm3_chunked") else None,
             "median_s": statistics.median(times), "times_s": times,
             "cpu_median_s": statistics.median(cpu_times),
