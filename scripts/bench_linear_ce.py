@@ -19,6 +19,15 @@ Implementations:
                     tile sweep
   gemm3_sweep       the GEMMs alone in fastloss's tile sweep (fastloss without the CE step)
   gemm_forward      H W^T alone (what a vocabulary-tiled two-pass variant would add)
+  torch_gemm3_full  the three full-size GEMMs through torch (torch.mm / addmm with out=, the MKL in
+                    torch's wheel), torch threads = --threads
+  torch_gemm3_chunked  the same as chunk-sized torch calls on fastloss's default row chunks
+  fastloss_torch    fastloss.torch.linear_cross_entropy(...) + backward on torch tensors
+  proto_torch_gemm  a prototype (not in fastloss): the chunk loop on torch's GEMMs (MKL, torch
+                    threads) with fastloss's CE kernel in place on the chunk buffer, default
+                    chunk; BENCH_LCE_TORCH_FORWARD_CLASSES=t computes the logits in calls of t
+                    classes (one call over V makes MKL take a workspace the size of the chunk
+                    buffer: +59 MiB at (112, 1024, 131072); t = 4096 keeps the cap)
   torch_chunked     F.linear_cross_entropy(..., options=LinearCrossEntropyOptions()) + backward
   torch_reference   F.linear_cross_entropy(..., options=None) + backward
 """
@@ -34,6 +43,7 @@ import sys
 import time
 
 IMPLEMENTATIONS = ["gemm3_full", "gemm3_chunked", "gemm3_sweep", "gemm_forward", "fastloss",
+                   "torch_gemm3_full", "torch_gemm3_chunked", "fastloss_torch", "proto_torch_gemm",
                    "torch_chunked", "torch_reference"]
 
 
@@ -103,7 +113,61 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
     gemm = _gemm_for("float32")
     rows = chunk or _linear_ce.default_chunk_size(n, v, d, 4)
 
-    if name.startswith("torch"):
+    if name.startswith("torch_gemm3"):
+        import torch
+        torch.set_num_threads(threads)
+
+        def run(h, w, t):
+            ht, wt = torch.from_numpy(h), torch.from_numpy(w)
+            n_rows = len(h)
+            dh, dw = torch.empty_like(ht), torch.empty_like(wt)
+            step = rows if name == "torch_gemm3_chunked" else max(n_rows, 1)
+            buffer = torch.empty((min(step, n_rows), wt.shape[0]), dtype=ht.dtype)
+            for start in range(0, n_rows, step):
+                hc = ht[start:start + step]
+                block = buffer[: hc.shape[0]]
+                torch.mm(hc, wt.t(), out=block)
+                dw.addmm_(block.t(), hc, beta=0.0 if start == 0 else 1.0)
+                torch.mm(block, wt, out=dh[start:start + step])
+            return dh, dw
+    elif name == "proto_torch_gemm":  # prototype: torch GEMMs + fastloss's CE in place
+        import torch
+        torch.set_num_threads(threads)
+        forward_classes = int(os.environ.get("BENCH_LCE_TORCH_FORWARD_CLASSES") or v)
+
+        def run(h, w, t):
+            ht, wt = torch.from_numpy(h), torch.from_numpy(w)
+            n_rows = len(h)
+            dh, dw = torch.empty_like(ht), torch.empty_like(wt)
+            buffer = torch.empty((min(rows, n_rows), wt.shape[0]), dtype=ht.dtype)
+            arr = buffer.numpy()
+            total = 0.0
+            scale = 1.0 / n_rows
+            for start in range(0, n_rows, rows):
+                hc = ht[start:start + rows]
+                n_c = hc.shape[0]
+                block = buffer[:n_c]
+                for j in range(0, wt.shape[0], forward_classes):
+                    torch.mm(hc, wt[j:j + forward_classes].t(), out=block[:, j:j + forward_classes])
+                total += fastloss.softmax_cross_entropy(
+                    arr[:n_c], t[start:start + rows], reduction="sum", out=arr[:n_c],
+                    n_threads=threads).loss
+                dw.addmm_(block.t(), hc, beta=0.0 if start == 0 else 1.0, alpha=scale)
+                torch.addmm(dh[start:start + rows], block, wt, beta=0.0, alpha=scale,
+                            out=dh[start:start + rows])
+            return total * scale, dh, dw
+    elif name == "fastloss_torch":
+        import torch
+        import fastloss.torch as flt
+        torch.set_num_threads(threads)
+
+        def run(h, w, t):
+            ht = torch.from_numpy(h).requires_grad_(True)
+            wt = torch.from_numpy(w).requires_grad_(True)
+            loss = flt.linear_cross_entropy(ht, wt, torch.from_numpy(t))
+            loss.backward()
+            return float(loss), ht.grad, wt.grad
+    elif name.startswith("torch"):
         import torch
         import torch.nn.functional as F
         torch.set_num_threads(threads)
@@ -158,7 +222,8 @@ def _worker(name: str, n: int, d: int, v: int, threads: int, repeats: int, chunk
             cpu_times.append(time.process_time() - cpu_start)
             del result
         peak = _rss_kib("VmHWM")
-    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked", "gemm3_sweep") else None,
+    return {"name": name, "shape": [n, d, v], "chunk": rows if name in ("fastloss", "gemm3_chunked", "gemm3_sweep", "fastloss_torch", "proto_torch_gemm",
+                                                  "torch_gemm3_chunked") else None,
             "median_s": statistics.median(times), "times_s": times,
             "cpu_median_s": statistics.median(cpu_times),
             "peak_above_inputs_and_grads_mib": (peak - before - gradient_kib) / 1024,
