@@ -1212,6 +1212,11 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
     cdef double *cs
     cdef int64_t i, j
     cdef double total = 0.0
+    if grad is None and activation == 2 and C > 8192:
+        # the softmax sums without a gradient stash p into a chunk scratch of
+        # FL_OVERLAP_SCRATCH = 8192 entries (fl_kernels.h), too small for one pixel's C
+        # classes here: stash into a full-size buffer instead
+        grad = _np.empty_like(input)
     if is_double:
         args64.input = <const double *>cnp.PyArray_DATA(input)
         args64.target = <const double *>data_or_null(target)

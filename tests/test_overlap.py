@@ -113,6 +113,24 @@ def test_matches_reference(kind, activation, option, dtype):
         assert_close(grad, ref_grad, dtype, f"grad {reduction}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(2, 3, 37, 41), (1, 21, 20, 30)], ids=["S1517", "C21"])
+def test_long_slices_match_reference(kind, activation, shape, dtype):
+    """Slices longer than a sums chunk (512 elements: two whole chunks and a tail that is not
+    a multiple of the 16 lanes) and softmax pixel chunks (C = 3: 512 pixels, C = 21: 256)
+    with a ragged last chunk, for each target form."""
+    rng = np.random.default_rng(21)
+    for option in ({}, {"target": "index", "squared": kind != "tversky"}, {"target": "soft"},
+                   {"batch": True}):
+        x, target, kwargs = make(rng, dtype, shape, activation, option, kind)
+        loss, grad = getattr(fastloss, kind)(x, target, reduction="none", **kwargs)
+        ref_loss, ref_grad = getattr(reference, kind)(x, target, reduction="none", **kwargs)
+        assert_close(loss, ref_loss, dtype, f"loss {option}")
+        assert_close(grad, ref_grad, dtype, f"grad {option}")
+
+
 def torch_formula(kind, x, target, kwargs, reduction):
     """MONAI's DiceLoss / TverskyLoss (soft_label=False) written out in torch: the check that
     runs without MONAI installed."""

@@ -137,8 +137,9 @@ enum { FL_ACT_NONE = 0, FL_ACT_SIGMOID = 1, FL_ACT_SOFTMAX = 2 };
 enum { FL_OVERLAP_DICE = 0, FL_OVERLAP_JACCARD = 1, FL_OVERLAP_TVERSKY = 2 };
 /* what one call of the overlap worker does (fl_overlap.inc, "Passes") */
 enum { FL_OVERLAP_FUSED = 0, FL_OVERLAP_SUMS = 1, FL_OVERLAP_FINISH = 2, FL_OVERLAP_GRAD = 3 };
-/* entries of the softmax layout's per-chunk scratch (all C classes of a pixel chunk) */
-#define FL_OVERLAP_SCRATCH 4096
+/* entries of the softmax layout's per-chunk scratch (all C classes of a pixel chunk; 32 KB
+ * float32, 64 KB float64, on the worker's stack) */
+#define FL_OVERLAP_SCRATCH 8192
 
 /* Dice / Jaccard / Tversky over (N, C, S). Items: (sample, class) slices for sigmoid and none,
  * samples for softmax, classes for FL_OVERLAP_FINISH. sums: (N, C, 3) doubles (I, P, T) per
