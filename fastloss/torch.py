@@ -884,12 +884,24 @@ def _make_module(spec: _Spec, function):
         else:
             def forward(self, *tensors):
                 # only the options off their default: a module at its defaults makes the
-                # function's call of the positional tensors alone (its fast path)
-                changed = {}
+                # function's call of the positional tensors alone (its fast path). The
+                # options are read from the instance's dict and its buffers (a tensor option,
+                # None or not, is a buffer of torch's module) without nn.Module.__getattr__.
+                changed = None
+                attributes, buffers = self.__dict__, self._buffers
                 for name, default in module_defaults:
-                    value = getattr(self, name)
-                    if not _is_plain_default(value, default):
+                    if name in attributes:
+                        value = attributes[name]
+                    elif name in buffers:
+                        value = buffers[name]
+                    else:  # a property or a parameter (a subclass's): the general lookup
+                        value = getattr(self, name)
+                    if value is not default and not _is_plain_default(value, default):
+                        if changed is None:
+                            changed = {}
                         changed[name] = value
+                if changed is None:
+                    return function(*tensors)
                 return function(*tensors, **changed)
 
         doc = (f"torch.nn.{row.module} whose forward is fastloss.torch.{spec.name} (the fused "

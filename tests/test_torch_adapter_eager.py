@@ -120,3 +120,21 @@ def test_eager_and_compiled_training_steps_agree():
     (eager_losses, eager_weight), (compiled_losses, compiled_weight) = results
     assert eager_losses == pytest.approx(compiled_losses, rel=1e-6)
     torch.testing.assert_close(eager_weight, compiled_weight, rtol=1e-6, atol=1e-7)
+
+
+def test_module_reads_options_set_after_construction():
+    """The module's forward reads its options (attributes and the weight buffer) at each
+    call: changing them after construction changes the loss as in torch's module."""
+    x, y = make_logits()
+    ours, theirs = flt.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    weight = torch.linspace(0.5, 2.0, x.shape[1], dtype=x.dtype)
+    for module in (ours, theirs):
+        module.label_smoothing = 0.2
+        module.reduction = "sum"
+        module.weight = weight  # the buffer torch's module registered (None until now)
+    assert "weight" in ours._buffers
+    torch.testing.assert_close(ours(x, y), theirs(x, y))
+    ours.weight = None
+    theirs.weight = None
+    torch.testing.assert_close(ours(x, y), theirs(x, y))
+    torch.testing.assert_close(flt.CrossEntropyLoss()(x, y), torch.nn.CrossEntropyLoss()(x, y))
