@@ -406,6 +406,7 @@ class _Spec:
             if name in self.tensor_options and index not in self.grad_option_indices)
         self.to_torch_names = {fl: user for user, fl in self.options}
         self.extra_defaults = {name: kernel_params[name].default for name in row.extra}
+        self.kernel_forward = _make_kernel_forward(self)
 
     def schema(self) -> str:
         params = inspect.signature(self.kernel).parameters
@@ -478,31 +479,48 @@ def _schema_type(default) -> str:
     raise TypeError(f"no custom-op schema type for a default of {default!r}")
 
 
-def _array(tensor):
-    """The tensor's memory as an ndarray (no copy)."""
-    return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
-
-
 def _kernel_forward(spec: _Spec, positional, options, compute_grad):
     """One fastloss pass: (loss tensor, tuple of gradient tensors (None for an absent
     differentiated option) or None). Memory is shared between tensors and arrays both ways."""
-    kwargs = dict(zip(spec.option_names, options))
-    for name in spec.tensor_options:
-        if kwargs[name] is not None:
-            kwargs[name] = _array(kwargs[name])
-    # the gradient array is NumPy's (allocated by the kernel call): NumPy asks for huge pages
-    # for large arrays, and a 64 MB gradient from torch.empty measured 1.5-1.7x slower here
-    loss, grad = spec.kernel(*map(_array, positional), **kwargs,
-                             compute_grad=compute_grad, n_threads=torch.get_num_threads())
-    if loss.__class__ is float:
-        loss = torch.scalar_tensor(loss, dtype=positional[0].dtype)
-    else:
-        loss = torch.from_numpy(loss)
-    if not compute_grad:
-        return loss, None
-    if grad.__class__ is not tuple:  # one differentiated input
-        return loss, (torch.from_numpy(grad),)
-    return loss, tuple(None if g is None else torch.from_numpy(g) for g in grad)
+    return spec.kernel_forward(positional, options, compute_grad)
+
+
+def _make_kernel_forward(spec: _Spec):
+    """_kernel_forward for one row, with the row's constants bound (the option names, which
+    options are tensors, one or several gradients); the kernel is spec.kernel at call time."""
+    names = spec.option_names
+    tensor_indices = tuple(index for index, name in enumerate(names)
+                           if name in spec.tensor_options)
+    several = spec.row.inputs + len(spec.row.grad_options) > 1
+    from_numpy, scalar_tensor = torch.from_numpy, torch.scalar_tensor
+    n_threads = torch.get_num_threads
+
+    def kernel_forward(positional, options, compute_grad):
+        if tensor_indices:
+            options = list(options)
+            for index in tensor_indices:
+                value = options[index]
+                if value is not None:
+                    options[index] = value.numpy(force=True)
+        # numpy(force=True): the memory as an array, detached (no copy: the kernel takes CPU
+        # strided float32 / float64 and integer tensors only, which have no conjugate or
+        # negative bit). The gradient array is NumPy's (allocated by the kernel call):
+        # fastloss's buffer cache serves the large ones again without fresh pages, and NumPy
+        # asks for huge pages (a 64 MB gradient from torch.empty measured 1.5-1.7x slower)
+        loss, grad = spec.kernel(*[t.numpy(force=True) for t in positional],
+                                 **dict(zip(names, options)),
+                                 compute_grad=compute_grad, n_threads=n_threads())
+        if loss.__class__ is float:
+            loss = scalar_tensor(loss, dtype=positional[0].dtype)
+        else:
+            loss = from_numpy(loss)
+        if not compute_grad:
+            return loss, None
+        if not several:  # one differentiated input
+            return loss, (from_numpy(grad),)
+        return loss, tuple(None if g is None else from_numpy(g) for g in grad)
+
+    return kernel_forward
 
 
 def _scaled(grad, reduction, grad_loss, eager):
@@ -616,25 +634,33 @@ def _make_eager_function(spec: _Spec):
     and saved tensors, the cheaper a call."""
     n, n_inputs = spec.n_positional, spec.row.inputs
     n_target = int(spec.row.has_target)
+    kernel_forward, reduction_index = spec.kernel_forward, spec.reduction_index
+    # one differentiated input and a reduced loss (the usual case): the backward below
+    # returns its gradient without _kernel_backward's general machinery
+    simple = n_inputs == 1 and not spec.row.grad_options
+    none_after = (None,) * n_target + (None,)  # the target's and the options' gradients
+    is_grad_enabled = torch.is_grad_enabled
 
     def forward(ctx, *args):
         positional, options = args[:n], args[-1]
-        loss, grads = _kernel_forward(spec, positional, options, True)
+        loss, grads = kernel_forward(positional, options, True)
         ctx.save_for_backward(*grads)
-        ctx.inputs = (positional, options)
-        ctx.versions = tuple(t._version for t in positional)
-        ctx.reduction = options[spec.reduction_index]
+        ctx.state = (positional, options, tuple([t._version for t in positional]))
         return loss
 
     def backward(ctx, grad_loss):
         grads = ctx.saved_tensors
-        positional, options = ctx.inputs
-        if torch.is_grad_enabled() and tuple(t._version for t in positional) != ctx.versions:
-            raise RuntimeError(
-                f"fastloss.torch.{spec.name}: an input or the target was modified in place "
-                "after the loss was computed; a double backward (create_graph=True) needs them "
-                "as they were")
-        results = _kernel_backward(spec, grads, positional, options, ctx.reduction,
+        positional, options, versions = ctx.state
+        reduction = options[reduction_index]
+        if is_grad_enabled():  # create_graph=True: PyTorch's loss, differentiable
+            if tuple([t._version for t in positional]) != versions:
+                raise RuntimeError(
+                    f"fastloss.torch.{spec.name}: an input or the target was modified in "
+                    "place after the loss was computed; a double backward (create_graph=True) "
+                    "needs them as they were")
+        elif simple and reduction != "none":
+            return (_scaled(grads[0], reduction, grad_loss, True), *none_after)
+        results = _kernel_backward(spec, grads, positional, options, reduction,
                                    grad_loss, eager=True)
         return (*results[:n_inputs], *(None,) * n_target, *results[n_inputs:], None)
 
@@ -858,12 +884,24 @@ def _make_module(spec: _Spec, function):
         else:
             def forward(self, *tensors):
                 # only the options off their default: a module at its defaults makes the
-                # function's call of the positional tensors alone (its fast path)
-                changed = {}
+                # function's call of the positional tensors alone (its fast path). The
+                # options are read from the instance's dict and its buffers (a tensor option,
+                # None or not, is a buffer of torch's module) without nn.Module.__getattr__.
+                changed = None
+                attributes, buffers = self.__dict__, self._buffers
                 for name, default in module_defaults:
-                    value = getattr(self, name)
-                    if not _is_plain_default(value, default):
+                    if name in attributes:
+                        value = attributes[name]
+                    elif name in buffers:
+                        value = buffers[name]
+                    else:  # a property or a parameter (a subclass's): the general lookup
+                        value = getattr(self, name)
+                    if value is not default and not _is_plain_default(value, default):
+                        if changed is None:
+                            changed = {}
                         changed[name] = value
+                if changed is None:
+                    return function(*tensors)
                 return function(*tensors, **changed)
 
         doc = (f"torch.nn.{row.module} whose forward is fastloss.torch.{spec.name} (the fused "

@@ -2,10 +2,13 @@
 frameworks' own losses, forward + backward, float32, 2 threads, one run.
 
     python scripts/bench_adapters.py [--repeats 15] [--threads 2] [--quick]
-                                     [--only torch overhead training jax]
+                                     [--only torch overhead training jax] [--no-malloc-run]
 
 Prints markdown tables: median times of repeats (after warm-up), and the ratio of each peer to
-the fastloss adapter. Compare only within one run (HELPERS.md).
+the fastloss adapter. Compare only within one run (HELPERS.md). The jax table is printed a
+second time from a child process whose glibc keeps freed memory (MALLOC_KEEP below: XLA's
+large outputs then reuse it instead of fresh pages the OS must clear; see fastloss.jax's
+docstring), for both fastloss.jax and JAX's own loss; --no-malloc-run skips it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 
 SECTIONS = ["torch", "overhead", "training", "jax"]
+# glibc's tunables for a process that keeps its freed memory (no mmap / munmap per large
+# buffer): the environment of the second jax run
+MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
 
 
 def parse():
@@ -27,6 +34,9 @@ def parse():
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS,
                         help="the tables to print (default: all)")
+    parser.add_argument("--no-malloc-run", action="store_true",
+                        help="skip the jax table under MALLOC_KEEP")
+    parser.add_argument("--title", default="", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -249,7 +259,7 @@ def bench_jax():
         np.testing.assert_allclose(ours_vg(a, b)[1], theirs_vg(a, b)[1], rtol=1e-3, atol=1e-9)
         rows.append([name] + [fmt(t) for t in times.values()]
                     + [f"{times['jax.jit(value_and_grad)'] / times['fastloss.jax']:.1f}x"])
-    table("fastloss.jax: jax.jit(jax.value_and_grad(loss)), float32",
+    table("fastloss.jax: jax.jit(jax.value_and_grad(loss)), float32" + ARGS.title,
           ["case", "fastloss (NumPy call)", "fastloss.jax (jit)", "jax.jit(value_and_grad)",
            "jax / adapter"], rows)
 
@@ -269,6 +279,15 @@ def main():
             bench_jax()
         except ImportError as missing:
             print(f"\n(jax benchmark skipped: {missing})")
+        else:
+            if not ARGS.no_malloc_run and not ARGS.title:
+                subprocess.run(
+                    [sys.executable, __file__, "--only", "jax", "--no-malloc-run",
+                     "--repeats", str(ARGS.repeats), "--threads", str(ARGS.threads),
+                     "--title", ", glibc keeping freed memory (" + " ".join(
+                         f"{k}={v}" for k, v in MALLOC_KEEP.items()) + ")"]
+                    + (["--quick"] if ARGS.quick else []),
+                    env={**os.environ, **MALLOC_KEEP}, check=True)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
