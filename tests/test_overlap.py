@@ -366,6 +366,23 @@ def test_out_in_place_and_compute_grad_false(kind, activation, batch, dtype):
         np.testing.assert_array_equal(loss_only.loss, full.loss)
 
 
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_only_softmax_with_more_classes_than_the_chunk_scratch(kind):
+    """compute_grad=False over softmax needs one pixel's C probabilities in a scratch of 8192
+    entries; with more classes the driver stashes into a full-size buffer instead (a stack
+    overflow before): same loss as with the gradient, and as the reference."""
+    rng = np.random.default_rng(23)
+    x, target, kwargs = make(rng, np.float32, (2, 9000, 3), "softmax", {"target": "index"},
+                             kind)
+    function = getattr(fastloss, kind)
+    loss_only = function(x, target, reduction="none", compute_grad=False, **kwargs)
+    full = function(x, target, reduction="none", **kwargs)
+    assert loss_only.grad is None
+    np.testing.assert_array_equal(loss_only.loss, full.loss)
+    assert_close(loss_only.loss, getattr(reference, kind)(x, target, reduction="none",
+                                                          **kwargs).loss, np.float32)
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_non_contiguous_inputs(activation):
     rng = np.random.default_rng(10)
