@@ -479,15 +479,12 @@ def _schema_type(default) -> str:
     raise TypeError(f"no custom-op schema type for a default of {default!r}")
 
 
-def _kernel_forward(spec: _Spec, positional, options, compute_grad):
-    """One fastloss pass: (loss tensor, tuple of gradient tensors (None for an absent
-    differentiated option) or None). Memory is shared between tensors and arrays both ways."""
-    return spec.kernel_forward(positional, options, compute_grad)
-
-
 def _make_kernel_forward(spec: _Spec):
-    """_kernel_forward for one row, with the row's constants bound (the option names, which
-    options are tensors, one or several gradients); the kernel is spec.kernel at call time."""
+    """spec.kernel_forward(positional, options, compute_grad): one fastloss pass, (loss
+    tensor, tuple of gradient tensors (None for an absent differentiated option) or None),
+    memory shared between tensors and arrays both ways. The row's constants (the option
+    names, which options are tensors, one or several gradients) are bound here; the kernel
+    is spec.kernel at call time."""
     names = spec.option_names
     tensor_indices = tuple(index for index, name in enumerate(names)
                            if name in spec.tensor_options)
@@ -576,7 +573,7 @@ def _kernel_backward(spec: _Spec, grads, positional, options, reduction, grad_lo
 def _op_forward(spec: _Spec, args):
     positional, options = args[:spec.n_positional], args[spec.n_positional:-1]
     compute_grad = args[-1]
-    loss, grads = _kernel_forward(spec, positional, options, compute_grad)
+    loss, grads = spec.kernel_forward(positional, options, compute_grad)
     empty = positional[0].new_empty((0,))
     if grads is None:
         grads = (None,) * (spec.row.inputs + len(spec.row.grad_options))
@@ -846,7 +843,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             loss = apply(*tensors, *(options[index] for index in grad_option_indices),
                          tuple(options))
         else:
-            loss = _kernel_forward(spec, tensors, options, False)[0]
+            loss = spec.kernel_forward(tensors, options, False)[0]
         if unbatched and loss.dim() == 1:
             loss = loss[0]
         if divisor is not None:

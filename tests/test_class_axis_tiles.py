@@ -71,35 +71,29 @@ def test_tile_width_depends_on_the_classes_only():
         assert _kernels.class_axis_tile(c, 5) == 5   # at most P
 
 
+@pytest.mark.parametrize("hess", [False, True], ids=["values", "hessians"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tiles_match_reference_at_every_simd_level(dtype, simd_level):
-    rng = np.random.default_rng(130)
+def test_tiles_match_reference_at_every_simd_level(dtype, hess, simd_level):
+    """Values (reduction "none", and the same losses without the gradient, bitwise) or the
+    hessian variant (reduction "sum", and its gradient close to the plain variant's)."""
+    rng = np.random.default_rng(131 if hess else 130)
+    extra = {"reduction": "sum", "compute_hess": True} if hess else {"reduction": "none"}
     for name, shape, option in calls():
         x, target, kwargs = make(rng, dtype, shape, option)
         where = f"{name} {shape} {option} at {simd_level}"
-        got = run(name, x, target, kwargs, reduction="none")
-        expected = ref(name, x, target, kwargs, reduction="none")
+        got = run(name, x, target, kwargs, **extra)
+        expected = ref(name, x, target, kwargs, **extra)
         assert_close(got.loss, expected.loss, dtype, where)
         assert_close(got.grad, expected.grad, dtype, where)
-        no_grad = run(name, x, target, kwargs, reduction="none", compute_grad=False)
-        np.testing.assert_array_equal(no_grad.loss, got.loss, err_msg=where)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_tile_hessians_match_reference_at_every_simd_level(dtype, simd_level):
-    rng = np.random.default_rng(131)
-    for name, shape, option in calls():
-        x, target, kwargs = make(rng, dtype, shape, option)
-        where = f"{name} {shape} {option} at {simd_level}"
-        got = run(name, x, target, kwargs, reduction="sum", compute_hess=True)
-        expected = ref(name, x, target, kwargs, reduction="sum", compute_hess=True)
-        assert_close(got.loss, expected.loss, dtype, where)
-        assert_close(got.grad, expected.grad, dtype, where)
-        assert_close(got.hess, expected.hess, dtype, where)
-        # (close, not bitwise: the with_hess variant is another compilation of the loops,
-        # whose FMA contractions may differ)
-        plain = run(name, x, target, kwargs, reduction="sum")
-        assert_close(got.grad, plain.grad, dtype, where)
+        if hess:
+            assert_close(got.hess, expected.hess, dtype, where)
+            # (close, not bitwise: the with_hess variant is another compilation of the
+            # loops, whose FMA contractions may differ)
+            plain = run(name, x, target, kwargs, reduction="sum")
+            assert_close(got.grad, plain.grad, dtype, where)
+        else:
+            no_grad = run(name, x, target, kwargs, reduction="none", compute_grad=False)
+            np.testing.assert_array_equal(no_grad.loss, got.loss, err_msg=where)
 
 
 @pytest.mark.parametrize("name", ["ce", "focal"])
