@@ -2,6 +2,7 @@
 MONAI (or MONAI's formulas in eager torch) and torch eager / torch.compile.
 
     python scripts/bench_sets_pairs.py [--threads 1,2] [--repeats 15] [--no-compile] [--quick]
+        [--only all|overlap|softmax]
 
 float32, medians of `repeats` timed calls after a warm-up, every implementation in this
 process. The floors are NumPy on one thread: for the overlap losses c = a + b over the input's
@@ -47,6 +48,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument("--only", choices=("all", "overlap", "softmax"), default="all",
+                        help="overlap: only the dice/tversky rows; softmax: only their softmax "
+                             "rows (8, 21, 128, 128)")
     args = parser.parse_args(argv)
     thread_counts = [int(v) for v in str(args.threads).split(",")]
     for threads in thread_counts:
@@ -54,9 +58,30 @@ def main(argv=None):
         run_table(args)
 
 
+def torch_time(args, loss_fn, tensors):
+    def step():
+        for t in tensors:
+            t.grad = None
+        loss_fn(*tensors).backward()
+    return median_time(step, args.repeats)
+
+
+def compiled_time(args, loss_fn, tensors):
+    import torch
+
+    if args.no_compile:
+        return None
+    try:
+        torch._dynamo.reset()   # inductor bakes the thread count into its code
+        compiled = torch.compile(loss_fn, dynamic=False)
+        return torch_time(args, compiled, tensors)
+    except Exception as error:  # no compiler toolchain: leave the column empty
+        print(f"  torch.compile failed: {type(error).__name__}: {error}")
+        return None
+
+
 def run_table(args):
     import torch
-    import torch.nn.functional as F
 
     import fastloss
 
@@ -69,24 +94,6 @@ def run_table(args):
     rows = []
     print(f"# fastloss sets and pairs, float32, {args.threads} threads, SIMD "
           f"{fastloss.simd_level()}, load average {os.getloadavg()[0]:.2f}")
-
-    def torch_time(loss_fn, tensors, repeats=args.repeats):
-        def step():
-            for t in tensors:
-                t.grad = None
-            loss_fn(*tensors).backward()
-        return median_time(step, repeats)
-
-    def compiled_time(loss_fn, tensors):
-        if args.no_compile:
-            return None
-        try:
-            torch._dynamo.reset()   # inductor bakes the thread count into its code
-            compiled = torch.compile(loss_fn, dynamic=False)
-            return torch_time(compiled, tensors)
-        except Exception as error:  # no compiler toolchain: leave the column empty
-            print(f"  torch.compile failed: {type(error).__name__}: {error}")
-            return None
 
     # ------------------------------------------------------------------ overlap losses
     def overlap_rows(kind, activation, shape):
@@ -122,15 +129,28 @@ def run_table(args):
             peer_name = "torch eager (MONAI's formulas)"
         peer_loss = module(xt, tt).item()
         assert abs(peer_loss - check.loss) < 1e-4 * max(1, abs(peer_loss)), (peer_loss, check.loss)
-        t_peer = torch_time(lambda p: module(p, tt), [xt])
+        t_peer = torch_time(args, lambda p: module(p, tt), [xt])
         rows.append((f"{kind} {activation}", "x".join(map(str, shape)), t_out, t_alloc, t_floor,
                      peer_name, t_peer, None, x.size))
 
     big = not args.quick
-    for kind in ("dice", "tversky"):
-        overlap_rows(kind, "sigmoid", (8, 4, 256, 256) if big else (2, 4, 64, 64))
+    if args.only != "softmax":
+        for kind in ("dice", "tversky"):
+            overlap_rows(kind, "sigmoid", (8, 4, 256, 256) if big else (2, 4, 64, 64))
     for kind in ("dice", "tversky"):
         overlap_rows(kind, "softmax", (8, 21, 128, 128) if big else (2, 21, 32, 32))
+    if args.only == "all":
+        pair_rows(args, rows, rng)
+    print_table(args, rows)
+
+
+def pair_rows(args, rows, rng):
+    import torch
+    import torch.nn.functional as F
+
+    import fastloss
+
+    big = not args.quick
 
     # ------------------------------------------------------------------ pair losses
     n, d = (65536, 128) if big else (4096, 128)
@@ -179,11 +199,14 @@ def run_table(args):
         ours = call().loss
         theirs = torch_fn(*tensors).item()
         assert abs(ours - theirs) < 1e-4 * max(1.0, abs(theirs)), (name, ours, theirs)
-        t_eager = torch_time(torch_fn, tensors)
-        t_compile = compiled_time(torch_fn, tensors)
+        t_eager = torch_time(args, torch_fn, tensors)
+        t_compile = compiled_time(args, torch_fn, tensors)
         rows.append((name, shape, t_out, t_alloc, t_floor, "torch eager", t_eager, t_compile,
                      inputs[0].size))
 
+
+
+def print_table(args, rows):
     print()
     print("| loss | shape | fastloss out= | allocating | floor | /floor | best out= / best floor "
           "| best ns/element/core | peer | peer time | x peer | torch.compile | x compile |")

@@ -436,6 +436,23 @@ def test_every_simd_level_matches_reference(kind, activation, dtype, simd_level)
         assert_close(grad, ref_grad, dtype, f"grad at {simd_level}")
 
 
+@pytest.mark.parametrize("shape", [(2, 21, 19, 31), (1, 70, 9, 13)], ids=["C21", "C70"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_chunks_at_every_simd_level_match_reference(shape, dtype, simd_level):
+    """The softmax sums pass's register groups of pixels and its per-class lanes (AVX-512,
+    up to FL_OVERLAP_LANE_CLASSES = 64 classes) and the plain loops (other levels, or more
+    classes): whole groups, a partial group and a chunk that is not a multiple of the lanes
+    (C = 21: chunks of 256 pixels and a tail of 77; C = 70: 64 and a tail of 53)."""
+    assert fastloss.simd_level() == simd_level
+    rng = np.random.default_rng(14)
+    for option in ({}, {"target": "soft", "squared": True}, {"target": "index", "batch": True}):
+        x, target, kwargs = make(rng, dtype, shape, "softmax", option)
+        loss, grad = fastloss.dice(x, target, reduction="none", **kwargs)
+        ref_loss, ref_grad = reference.dice(x, target, reduction="none", **kwargs)
+        assert_close(loss, ref_loss, dtype, f"loss {option} at {simd_level}")
+        assert_close(grad, ref_grad, dtype, f"grad {option} at {simd_level}")
+
+
 # ----------------------------------------------------------------------------- errors
 
 def _bad_calls(x, onehot, index):
