@@ -2,6 +2,7 @@
 MONAI (or MONAI's formulas in eager torch) and torch eager / torch.compile.
 
     python scripts/bench_sets_pairs.py [--threads 1,2] [--repeats 15] [--no-compile] [--quick]
+                                       [--pairs-only]
 
 float32, medians of `repeats` timed calls after a warm-up, every implementation in this
 process. The floors are NumPy on one thread: for the overlap losses c = a + b over the input's
@@ -47,6 +48,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument("--pairs-only", action="store_true",
+                        help="only the pair losses' rows (skip dice / tversky)")
     args = parser.parse_args(argv)
     thread_counts = [int(v) for v in str(args.threads).split(",")]
     for threads in thread_counts:
@@ -127,9 +130,9 @@ def run_table(args):
                      peer_name, t_peer, None, x.size))
 
     big = not args.quick
-    for kind in ("dice", "tversky"):
+    for kind in () if args.pairs_only else ("dice", "tversky"):
         overlap_rows(kind, "sigmoid", (8, 4, 256, 256) if big else (2, 4, 64, 64))
-    for kind in ("dice", "tversky"):
+    for kind in () if args.pairs_only else ("dice", "tversky"):
         overlap_rows(kind, "softmax", (8, 21, 128, 128) if big else (2, 21, 32, 32))
 
     # ------------------------------------------------------------------ pair losses
