@@ -1156,6 +1156,7 @@ cdef extern from "fl_kernels.h" nogil:
         double eps
         double margin
         double grad_scale
+        int stream
 
     ctypedef struct fl_pairs_args_f64:
         const double *x1
@@ -1174,6 +1175,7 @@ cdef extern from "fl_kernels.h" nogil:
         double eps
         double margin
         double grad_scale
+        int stream
 
 # constants of fl_kernels.h for fastloss/_sets_pairs.py
 ACTIVATIONS = {"none": 0, "sigmoid": 1, "softmax": 2}
@@ -1287,6 +1289,41 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
     return total, loss_items
 
 
+# Gradients of the row pair losses at least this large (bytes, all gradients together) are
+# written with non-temporal (streaming) stores when no gradient is its own input: they go
+# to memory without the write-allocate read of each line, which a large output would not
+# keep in cache anyway (fl_pairs.inc, "Streaming stores"). A variable so the tests can run
+# the streaming path on small inputs (_set_pair_stream_threshold); results never depend on it.
+cdef int64_t pair_stream_above_bytes = 8 << 20
+
+
+def _set_pair_stream_threshold(int64_t nbytes):
+    """Set the pair losses' streaming-store threshold (bytes of gradient, >= 0); returns the
+    previous value. Results do not depend on it, only speed does."""
+    global pair_stream_above_bytes
+    if nbytes < 0:
+        raise ValueError("the streaming threshold is a number of bytes >= 0")
+    previous = pair_stream_above_bytes
+    pair_stream_above_bytes = nbytes
+    return previous
+
+
+cdef bint pair_streams(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3,
+                       cnp.ndarray g1, cnp.ndarray g2, cnp.ndarray g3):
+    """Whether the row kernels stream the gradients: large enough, and none written over an
+    input (in place the lines are in cache already and have no write-allocate read)."""
+    if kind == PAIR_RANKING or g1 is None:
+        return False
+    if data_or_null(g1) == data_or_null(x1) or data_or_null(g2) == data_or_null(x2):
+        return False
+    if g3 is not None and data_or_null(g3) == data_or_null(x3):
+        return False
+    cdef int64_t nbytes = cnp.PyArray_NBYTES(g1) + cnp.PyArray_NBYTES(g2)
+    if g3 is not None:
+        nbytes += cnp.PyArray_NBYTES(g3)
+    return nbytes >= pair_stream_above_bytes
+
+
 def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray target,
           cnp.ndarray g1, cnp.ndarray g2, cnp.ndarray g3, cnp.ndarray loss_out, int norm,
           bint swap, double p, double eps, double margin, double grad_scale, int n_threads):
@@ -1307,6 +1344,7 @@ def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray 
         n_items = cnp.PyArray_DIM(x1, 0)
         dim = cnp.PyArray_DIM(x1, 1)
     cdef int64_t items_per_block = max(1, BLOCK_ELEMENTS // max(dim, 1))
+    cdef int stream = pair_streams(kind, x1, x2, x3, g1, g2, g3)
     if is_double:
         args64.x1 = <const double *>cnp.PyArray_DATA(x1)
         args64.x2 = <const double *>cnp.PyArray_DATA(x2)
@@ -1324,6 +1362,7 @@ def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray 
         args64.eps = eps
         args64.margin = margin
         args64.grad_scale = grad_scale
+        args64.stream = stream
         args = &args64
     else:
         args32.x1 = <const float *>cnp.PyArray_DATA(x1)
@@ -1342,6 +1381,7 @@ def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray 
         args32.eps = eps
         args32.margin = margin
         args32.grad_scale = grad_scale
+        args32.stream = stream
         args = &args32
     return run_blocks(fn, args, n_items, items_per_block, dim, n_threads)
 # ------------------------------------------------------------------ class-axis losses (issue 13)

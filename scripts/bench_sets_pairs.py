@@ -2,7 +2,7 @@
 MONAI (or MONAI's formulas in eager torch) and torch eager / torch.compile.
 
     python scripts/bench_sets_pairs.py [--threads 1,2] [--repeats 15] [--no-compile] [--quick]
-        [--only all|overlap|softmax]
+        [--only all|overlap|softmax|pairs]
 
 float32, medians of `repeats` timed calls after a warm-up, every implementation in this
 process. The floors are NumPy on one thread: for the overlap losses c = a + b over the input's
@@ -48,10 +48,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
-    parser.add_argument("--only", choices=("all", "overlap", "softmax"), default="all",
+    parser.add_argument("--only", choices=("all", "overlap", "softmax", "pairs"), default="all",
                         help="overlap: only the dice/tversky rows; softmax: only their softmax "
-                             "rows (8, 21, 128, 128)")
+                             "rows (8, 21, 128, 128); pairs: only the pair losses' rows")
+    parser.add_argument("--pairs-only", action="store_true", help="the same as --only pairs")
     args = parser.parse_args(argv)
+    if args.pairs_only:
+        args.only = "pairs"
     thread_counts = [int(v) for v in str(args.threads).split(",")]
     for threads in thread_counts:
         args.threads = threads
@@ -134,17 +137,19 @@ def run_table(args):
                      peer_name, t_peer, None, x.size))
 
     big = not args.quick
-    if args.only != "softmax":
+    if args.only in ("all", "overlap"):
         for kind in ("dice", "tversky"):
             overlap_rows(kind, "sigmoid", (8, 4, 256, 256) if big else (2, 4, 64, 64))
-    for kind in ("dice", "tversky"):
-        overlap_rows(kind, "softmax", (8, 21, 128, 128) if big else (2, 21, 32, 32))
-    if args.only == "all":
-        pair_rows(args, rows, rng)
-    print_table(args, rows)
+    if args.only != "pairs":
+        for kind in ("dice", "tversky"):
+            overlap_rows(kind, "softmax", (8, 21, 128, 128) if big else (2, 21, 32, 32))
+    ordinary = {}
+    if args.only in ("all", "pairs"):
+        pair_rows(args, rows, rng, ordinary)
+    print_table(args, rows, ordinary)
 
 
-def pair_rows(args, rows, rng):
+def pair_rows(args, rows, rng, ordinary):
     import torch
     import torch.nn.functional as F
 
@@ -195,6 +200,13 @@ def pair_rows(args, rows, rng):
         t_out = median_time(lambda: call(out=outs, n_threads=args.threads), args.repeats,
                             key=name)
         t_alloc = median_time(lambda: call(n_threads=args.threads), args.repeats)
+        if name != "margin_ranking":   # the row losses' streaming stores off (fl_pairs.inc)
+            previous = fastloss._kernels._set_pair_stream_threshold(2 ** 62)
+            try:
+                ordinary[name] = median_time(lambda: call(out=outs, n_threads=args.threads),
+                                             args.repeats)
+            finally:
+                fastloss._kernels._set_pair_stream_threshold(previous)
         tensors = [torch.tensor(v, requires_grad=True) for v in inputs]
         ours = call().loss
         theirs = torch_fn(*tensors).item()
@@ -205,8 +217,7 @@ def pair_rows(args, rows, rng):
                      inputs[0].size))
 
 
-
-def print_table(args, rows):
+def print_table(args, rows, ordinary):
     print()
     print("| loss | shape | fastloss out= | allocating | floor | /floor | best out= / best floor "
           "| best ns/element/core | peer | peer time | x peer | torch.compile | x compile |")
@@ -221,6 +232,15 @@ def print_table(args, rows):
               f"{t_floor * 1e3:.2f} ms | {t_out / t_floor:.2f} | {best:.2f} | "
               f"{BEST[name] * 1e9 * args.threads / n_elements:.2f} | {peer} | "
               f"{t_peer * 1e3:.2f} ms | {t_peer / t_out:.1f} | {compile_cells} |")
+    if ordinary:
+        print("\npair losses, out= with the gradients' streaming stores (the default at this size) "
+              "and with ordinary stores:\n")
+        print("| loss | streamed | ordinary stores | ordinary / streamed |")
+        print("|---|---:|---:|---:|")
+        for row in rows:
+            if row[0] in ordinary:
+                print(f"| {row[0]} | {row[2] * 1e3:.2f} ms | {ordinary[row[0]] * 1e3:.2f} ms | "
+                      f"{ordinary[row[0]] / row[2]:.2f} |")
     print(f"\nload average after the run: {os.getloadavg()[0]:.2f}")
 
 

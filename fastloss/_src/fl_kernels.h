@@ -182,6 +182,7 @@ enum { FL_NORM_2 = 0, FL_NORM_1 = 1, FL_NORM_INF = 2, FL_NORM_GENERAL = 3 };
         int swap;                                                                   \
         double p, eps, margin;                                                      \
         double grad_scale;                                                          \
+        int stream;                  /* non-temporal gradient stores (fl_pairs.inc) */ \
     } fl_pairs_args_##SFX;
 
 FL_DECLARE_OVERLAP_ARGS(float, f32)
