@@ -1460,6 +1460,9 @@ cdef extern from "fl_kernels.h" nogil:
 # speed: 8192 ran ~15 % slower per element, float32 AVX-512, one thread)
 cdef enum:
     CLASS_TILE_ELEMENTS = 4096
+    # elements of a K-dim block (issue 13 alignment): its passes' spans begin with a head up to
+    # the gradient's first aligned vector and end one span short of whole groups, once a block
+    CLASS_TILE_BLOCK_ELEMENTS = 65536
 
 CLASS_TILE_MAX = FL_CLASS_TILE_MAX
 
@@ -1500,6 +1503,8 @@ def class_axis(bint focal, cnp.ndarray logits, int64_t n_samples, int64_t n_clas
         n_items = n_samples
         elements_per_item = n_classes
     items_per_block = max(1, BLOCK_ELEMENTS // max(elements_per_item, 1))
+    if inner != 1:   # issue 13 alignment: a block's spans start with a short head (fl_class_axis.inc)
+        items_per_block = max(1, CLASS_TILE_BLOCK_ELEMENTS // max(elements_per_item, 1))
     if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
         a32.logits = <const float *>cnp.PyArray_DATA(logits)
         a32.target = <const int64_t *>data_or_null(target)
