@@ -21,7 +21,18 @@ to the input; the gradient is kept, and the backward pass returns it multiplied 
 ``grad_output`` (or as it is when ``grad_output`` is the usual 1, in eager mode). Tensors and
 arrays share memory both ways (``tensor.detach().numpy()``, ``torch.from_numpy``): no copy of a
 contiguous input, target or gradient. When no gradient is wanted (``torch.no_grad()``, or an
-input that does not require grad) the kernel is asked for none.
+input that does not require grad) the kernel is asked for none. A reduced loss is a 0-d tensor
+of the input's dtype made from NumPy's scalar array (``torch.from_numpy``, as the gradient is).
+The plain ``cross_entropy`` call (class indices, no class or sample weight, no z-loss or cap)
+calls the kernel's compiled fast path directly; every other call goes through
+``fastloss.softmax_cross_entropy`` (same results, bit for bit).
+
+The time of a call beyond the kernel's is PyTorch's autograd machinery and the adapter's
+Python: ~40-60 microseconds per forward + backward when it runs in a loop of its own, but
+several times that right after a kernel pass that streams more memory than the core's L2
+cache (4096x100 float32 logits and gradient: 3.2 MB against 2 MB here), which evicts it all
+(``scripts/adapter_cold_cache.py`` measures it: a native ``x.sum().backward()`` on 8x10 costs
+about 7x more right after such a pass).
 
 Each loss is registered as a ``torch.library.custom_op`` (``torch.ops.fastloss.<name>``) with
 ``register_fake`` and ``register_autograd``, so ``torch.compile(fullgraph=True)`` traces it
