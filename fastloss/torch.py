@@ -21,7 +21,18 @@ to the input; the gradient is kept, and the backward pass returns it multiplied 
 ``grad_output`` (or as it is when ``grad_output`` is the usual 1, in eager mode). Tensors and
 arrays share memory both ways (``tensor.detach().numpy()``, ``torch.from_numpy``): no copy of a
 contiguous input, target or gradient. When no gradient is wanted (``torch.no_grad()``, or an
-input that does not require grad) the kernel is asked for none.
+input that does not require grad) the kernel is asked for none. A reduced loss is a 0-d tensor
+of the input's dtype made from NumPy's scalar array (``torch.from_numpy``, as the gradient is).
+The plain ``cross_entropy`` call (class indices, no class or sample weight, no z-loss or cap)
+calls the kernel's compiled fast path directly; every other call goes through
+``fastloss.softmax_cross_entropy`` (same results, bit for bit).
+
+The time of a call beyond the kernel's is PyTorch's autograd machinery and the adapter's
+Python: ~40-60 microseconds per forward + backward when it runs in a loop of its own, but
+several times that right after a kernel pass that streams more memory than the core's L2
+cache (4096x100 float32 logits and gradient: 3.2 MB against 2 MB here), which evicts it all
+(``scripts/adapter_cold_cache.py`` measures it: a native ``x.sum().backward()`` on 8x10 costs
+about 7x more right after such a pass).
 
 Each loss is registered as a ``torch.library.custom_op`` (``torch.ops.fastloss.<name>``) with
 ``register_fake`` and ``register_autograd``, so ``torch.compile(fullgraph=True)`` traces it
@@ -125,10 +136,12 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import fastloss
+from fastloss import _kernels
 from fastloss import _torch_formulas as _formulas
 
 __all__ = ["LOSSES", "LossRow"]
@@ -489,28 +502,35 @@ def _make_kernel_forward(spec: _Spec):
     tensor_indices = tuple(index for index, name in enumerate(names)
                            if name in spec.tensor_options)
     several = spec.row.inputs + len(spec.row.grad_options) > 1
-    from_numpy, scalar_tensor = torch.from_numpy, torch.scalar_tensor
+    from_numpy, array = torch.from_numpy, np.array
     n_threads = torch.get_num_threads
+    fast_lane = _FAST_LANES.get(spec.row.fastloss)
+    fast_lane = fast_lane(spec) if fast_lane is not None else None
 
     def kernel_forward(positional, options, compute_grad):
-        if tensor_indices:
-            options = list(options)
-            for index in tensor_indices:
-                value = options[index]
-                if value is not None:
-                    options[index] = value.numpy(force=True)
         # numpy(force=True): the memory as an array, detached (no copy: the kernel takes CPU
         # strided float32 / float64 and integer tensors only, which have no conjugate or
         # negative bit). The gradient array is NumPy's (allocated by the kernel call):
         # fastloss's buffer cache serves the large ones again without fresh pages, and NumPy
         # asks for huge pages (a 64 MB gradient from torch.empty measured 1.5-1.7x slower)
-        loss, grad = spec.kernel(*[t.numpy(force=True) for t in positional],
-                                 **dict(zip(names, options)),
+        arrays = [t.numpy(force=True) for t in positional]
+        result = None
+        if fast_lane is not None:
+            result = fast_lane(arrays, options, compute_grad, n_threads())
+        if result is None:
+            if tensor_indices:
+                options = list(options)
+                for index in tensor_indices:
+                    value = options[index]
+                    if value is not None:
+                        options[index] = value.numpy(force=True)
+            result = spec.kernel(*arrays, **dict(zip(names, options)),
                                  compute_grad=compute_grad, n_threads=n_threads())
-        if loss.__class__ is float:
-            loss = scalar_tensor(loss, dtype=positional[0].dtype)
-        else:
-            loss = from_numpy(loss)
+        loss, grad = result
+        # a reduced loss (a Python float) becomes a 0-d tensor through NumPy, the path the
+        # gradient takes (torch.scalar_tensor is a dispatcher call: more code run per call,
+        # and slow when a large kernel pass has just evicted it from the caches)
+        loss = from_numpy(array(loss, arrays[0].dtype) if loss.__class__ is float else loss)
         if not compute_grad:
             return loss, None
         if not several:  # one differentiated input
@@ -518,6 +538,33 @@ def _make_kernel_forward(spec: _Spec):
         return loss, tuple(None if g is None else from_numpy(g) for g in grad)
 
     return kernel_forward
+
+
+def _softmax_ce_fast_lane(spec: _Spec):
+    """fastloss.softmax_cross_entropy's Cython fast path called directly for the plain call
+    (no class weight, sample weight, z-loss or cap: the common one), without the Python
+    wrapper's keyword arguments; None when the call is not plain (the fast path's own rule:
+    it returns None for anything it does not take, and the full call then validates)."""
+    index = spec.option_names.index
+    weight, ignore_index, reduction = index("weight"), index("ignore_index"), index("reduction")
+    smoothing, sample_weight = index("label_smoothing"), index("sample_weight")
+    z_loss, softcap = index("z_loss"), index("logit_softcap")
+    fast = _kernels.softmax_cross_entropy_fast
+
+    def lane(arrays, options, compute_grad, n_threads):
+        z = options[z_loss]
+        if (options[weight] is not None or options[sample_weight] is not None
+                or options[softcap] is not None or z.__class__ is not float or z != 0.0):
+            return None
+        return fast(arrays[0], arrays[1], None, options[ignore_index], options[smoothing],
+                    options[reduction], compute_grad, None, n_threads)
+
+    return lane
+
+
+# fastloss name -> lane(spec): a direct call of the kernel's fast path for the common call
+# (lane(arrays, options, compute_grad, n_threads) -> (loss, grad) or None)
+_FAST_LANES = {"softmax_cross_entropy": _softmax_ce_fast_lane}
 
 
 def _scaled(grad, reduction, grad_loss, eager):
@@ -671,8 +718,9 @@ def _make_eager_function(spec: _Spec):
 def _kernel_takes(spec: _Spec, positional, options) -> bool:
     """Whether the fastloss kernel takes these arguments (else PyTorch computes the loss)."""
     row = spec.row
-    if not all(isinstance(t, torch.Tensor) for t in positional):
-        return False
+    for tensor in positional:
+        if not isinstance(tensor, torch.Tensor):
+            return False
     first = positional[0]
     dtype = first.dtype
     if dtype not in _KERNEL_DTYPES:
@@ -751,6 +799,11 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     extras = {name: spec.extra_defaults[name] for name in row.extra}
     apply = _fast_apply(eager_function)
     single_input = row.inputs == 1 and not grad_option_indices
+    none_by_torch, row_unbatched = row.none_by_torch, row.unbatched
+    # bound once: each is a lookup chain per call otherwise (the same function objects, so
+    # torch.compile still recognises is_compiling)
+    is_grad_enabled, is_compiling = torch.is_grad_enabled, torch.compiler.is_compiling
+    functorch_active = torch._C._are_functorch_transforms_active
 
     def by_torch(values, args=()):
         if values is None:  # a call of the positional tensors alone
@@ -811,7 +864,7 @@ def _make_function(spec: _Spec, custom_op, eager_function):
     def run(tensors, options, values, args):
         """The loss from the parsed call: the kernel's, or PyTorch's (values: the arguments
         by name, None for a call of the positional tensors alone)."""
-        if row.none_by_torch and options[reduction_index] == "none":
+        if none_by_torch and options[reduction_index] == "none":
             return by_torch(values, args)
         if not _kernel_takes(spec, tensors, options):
             return by_torch(values, args)
@@ -828,20 +881,23 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             divisor = options[mean_slot]
             options[reduction_index] = "sum"  # torch's "mean": the sum / the weights' sum
 
-        unbatched = row.unbatched and input.dim() == 1
+        unbatched = row_unbatched and input.dim() == 1
         if unbatched:  # one sample (C,): (1, C)
             tensors = [t.unsqueeze(0) for t in tensors]
         if single_input:
-            compute_grad = input.requires_grad and torch.is_grad_enabled()
+            compute_grad = input.requires_grad and is_grad_enabled()
         else:
-            compute_grad = torch.is_grad_enabled() and any(
+            compute_grad = is_grad_enabled() and any(
                 t is not None and t.requires_grad
                 for t in spec.differentiated(tensors, options))
-        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        if is_compiling() or functorch_active():
             loss = custom_op(*tensors, *options, compute_grad)[0]
         elif compute_grad:
-            loss = apply(*tensors, *(options[index] for index in grad_option_indices),
-                         tuple(options))
+            if grad_option_indices:
+                loss = apply(*tensors, *[options[index] for index in grad_option_indices],
+                             tuple(options))
+            else:
+                loss = apply(*tensors, tuple(options))
         else:
             loss = spec.kernel_forward(tensors, options, False)[0]
         if unbatched and loss.dim() == 1:
