@@ -1,0 +1,71 @@
+"""Dice / Tversky with softmax at (8, 21, 128, 128) against MONAI, interleaved (issue 14).
+
+    python scripts/bench_dice_interleaved.py [--rounds 200] [--threads 2] [--kinds dice,tversky]
+
+On a shared machine a one-after-the-other benchmark can give the two sides different
+conditions for a whole row (the other tenants' load changes by the second); here each round
+times one fastloss call (out=, and allocating) and one MONAI forward + backward back to back,
+so both see the same minutes. Prints the medians and their ratio. float32, one-hot float
+targets (MONAI's form), fastloss on `--threads` threads and torch on as many.
+"""
+import argparse
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kinds", default="dice,tversky")
+    args = parser.parse_args(argv)
+
+    import torch
+    from monai.losses import DiceLoss, TverskyLoss
+
+    import fastloss
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    shape = (8, 21, 128, 128)
+    x = rng.standard_normal(shape).astype(np.float32)
+    labels = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+    t = np.zeros(shape, np.float32)
+    np.put_along_axis(t, labels[:, None], 1.0, axis=1)
+    out = np.empty_like(x)
+    xt, tt = torch.from_numpy(x.copy()).requires_grad_(), torch.from_numpy(t)
+    clock = time.perf_counter
+    print(f"# (8, 21, 128, 128) float32 softmax, {args.threads} threads, {args.rounds} "
+          f"interleaved rounds, SIMD {fastloss.simd_level()}")
+    print("| loss | fastloss out= | fastloss allocating | MONAI | MONAI / out= | MONAI / allocating |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind in args.kinds.split(","):
+        ours = getattr(fastloss, kind)
+        module = (DiceLoss(softmax=True) if kind == "dice"
+                  else TverskyLoss(softmax=True))
+        check = ours(x, t, activation="softmax")
+        theirs = module(xt, tt).item()
+        assert abs(check.loss - theirs) < 1e-4 * max(1.0, abs(theirs)), (check.loss, theirs)
+        times = {"out": [], "alloc": [], "monai": []}
+        for r in range(args.rounds + 5):
+            t0 = clock()
+            ours(x, t, activation="softmax", out=out, n_threads=args.threads)
+            t1 = clock()
+            ours(x, t, activation="softmax", n_threads=args.threads)
+            t2 = clock()
+            xt.grad = None
+            module(xt, tt).backward()
+            t3 = clock()
+            if r >= 5:   # warm-up rounds
+                times["out"].append(t1 - t0)
+                times["alloc"].append(t2 - t1)
+                times["monai"].append(t3 - t2)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        print(f"| {kind} softmax | {med['out'] * 1e3:.3f} ms | {med['alloc'] * 1e3:.3f} ms | "
+              f"{med['monai'] * 1e3:.2f} ms | {med['monai'] / med['out']:.2f} | "
+              f"{med['monai'] / med['alloc']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
