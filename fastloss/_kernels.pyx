@@ -1455,11 +1455,17 @@ cdef extern from "fl_kernels.h" nogil:
         int64_t n_classes
         double temperature, grad_scale
 
-# elements of a K-dim tile (C classes x W positions): its logits and gradient (2 x 16 KB in
-# float32) stay in L1/L2 between its passes while the next tile's are prefetched (issue 13
-# speed: 8192 ran ~15 % slower per element, float32 AVX-512, one thread)
+# elements of a K-dim tile (C classes x W positions): its logits and gradient (2 x 12 KB in
+# float32) and the next tile's, prefetched meanwhile, stay in L1/L2 between its passes (issue
+# 13 speed: 8192 ran ~15 % slower per element than 4096, float32 AVX-512, one thread; 3072
+# with W a whole number of 64-lane groups, against 4096 in multiples of 16, thread CPU time:
+# (64, 10, 64, 64) W 400 -> 256 -4 % CE, -5 % focal; (8, 40, 128, 128) W 96 -> 64 -3 % CE,
+# -6 % focal; (8, 21, 256, 256) W 192 -> 128 the same)
 cdef enum:
-    CLASS_TILE_ELEMENTS = 4096
+    CLASS_TILE_ELEMENTS = 3072
+    # W rounds down to a multiple of this where it can: whole lane groups of every ISA and
+    # type (fl_class_axis.inc's FL_CA_GROUP, 64 floats in AVX-512), no remainder loop per span
+    CLASS_TILE_GROUP = 64
     # elements of a K-dim block (issue 13 alignment): its passes' spans begin with a head up to
     # the gradient's first aligned vector and end one span short of whole groups, once a block
     CLASS_TILE_BLOCK_ELEMENTS = 65536
@@ -1468,10 +1474,11 @@ CLASS_TILE_MAX = FL_CLASS_TILE_MAX
 
 
 def class_axis_tile(int64_t n_classes, int64_t inner):
-    """Positions per tile of a K-dim call: about CLASS_TILE_ELEMENTS / C, a multiple of 16
-    in [16, FL_CLASS_TILE_MAX], at most P. Depends only on the shape (never on threads)."""
+    """Positions per tile of a K-dim call: about CLASS_TILE_ELEMENTS / C, a multiple of
+    CLASS_TILE_GROUP where that is at least one group, else of 16, in [16, FL_CLASS_TILE_MAX],
+    at most P. Depends only on the shape (never on threads)."""
     cdef int64_t w = CLASS_TILE_ELEMENTS // max(n_classes, 1)
-    w = (w // 16) * 16
+    w = (w // CLASS_TILE_GROUP) * CLASS_TILE_GROUP if w >= CLASS_TILE_GROUP else (w // 16) * 16
     w = min(max(w, 16), FL_CLASS_TILE_MAX)
     return max(1, min(w, inner))
 

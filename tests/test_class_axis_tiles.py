@@ -139,3 +139,40 @@ def test_many_tiles_same_bits_at_any_thread_count(name, option):
     expected = ref(name, x, target, kwargs, reduction="mean", compute_hess=True)
     assert_close(results[0].grad, expected.grad, np.float32)
     assert_close(results[0].hess, expected.hess, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, kwargs", [
+    ("ce", {}), ("ce", {"_w": True}), ("focal", {"gamma": 0.0}), ("focal", {"gamma": 1.0}),
+    ("focal", {"gamma": 2.0}), ("focal", {"gamma": 2.0, "_w": True}), ("focal", {"gamma": 0.7})],
+    ids=str)
+def test_label_scale_pass_without_hessians(name, kwargs, dtype, simd_level):
+    """The scale pass of the tiles without other gradient terms (CE with labels and no
+    smoothing, focal; no second derivatives): tiles where every lane is kept and tiles with
+    ignored lanes (zeros, even from nan logits) or zero sample weights, and the focal
+    scalars' division-free forms at gamma 0, 1, 2 (and the general one), also where p_y
+    rounds to 1, against the reference."""
+    rng = np.random.default_rng(134)
+    c = 21
+    w = _kernels.class_axis_tile(c, 10**6)
+    shape = (2, c, 3 * w + 5)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.integers(0, c, (2, shape[2]))
+    target[0, w:w + 7] = -100            # a tile with ignored lanes
+    x[0, :, w + 2] = np.nan              # an ignored position with nan logits
+    x[1, target[1, :9], np.arange(9)] = 60.0   # p_y rounds to 1 (o = s_other / s tiny)
+    opts = {k: v for k, v in kwargs.items() if not k.startswith("_")}
+    opts["ignore_index"] = -100
+    if kwargs.get("_w"):
+        sw = rng.uniform(0.5, 2.0, (2, shape[2])).astype(dtype)
+        sw[1, 2 * w:2 * w + 3] = 0.0     # zero weights in a tile with every label kept
+        opts["sample_weight"] = sw
+    got = run(name, x, target, opts, reduction="none", n_threads=1)
+    ref_x = np.where(np.isnan(x), 0, x).astype(dtype)
+    expected = ref(name, ref_x, target, opts, reduction="none")
+    where = f"{name} {kwargs} {dtype.__name__} at {simd_level}"
+    assert np.all(got.grad[0, :, w + 2] == 0) and got.loss[0, w + 2] == 0, where
+    assert_close(got.loss, expected.loss, dtype, where)
+    assert_close(got.grad, expected.grad, dtype, where)
+    if kwargs.get("_w"):
+        assert np.all(got.grad[1, :, 2 * w:2 * w + 3] == 0), where
