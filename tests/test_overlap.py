@@ -442,7 +442,8 @@ def test_softmax_chunks_at_every_simd_level_match_reference(shape, dtype, simd_l
     """The softmax sums pass's register groups of pixels and its per-class lanes (AVX-512,
     up to FL_OVERLAP_LANE_CLASSES = 64 classes) and the plain loops (other levels, or more
     classes): whole groups, a partial group and a chunk that is not a multiple of the lanes
-    (C = 21: chunks of 256 pixels and a tail of 77; C = 70: 64 and a tail of 53)."""
+    (C = 21: chunks of 256 pixels and a tail of 77; C = 70: 64 and a tail of 53). The
+    gradient pass walks the chunks last first (the tail first)."""
     assert fastloss.simd_level() == simd_level
     rng = np.random.default_rng(14)
     for option in ({}, {"target": "soft", "squared": True}, {"target": "index", "batch": True}):
