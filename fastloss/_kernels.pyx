@@ -92,7 +92,6 @@ cdef extern from "fl_kernels.h" nogil:
         double label_smoothing
         double weight_sum
         double grad_scale
-        int stream
 
     ctypedef struct fl_softmax_ce_args_f64:
         const double *logits
@@ -106,7 +105,6 @@ cdef extern from "fl_kernels.h" nogil:
         double label_smoothing
         double weight_sum
         double grad_scale
-        int stream
 
     # ---- the element-wise losses and softmax focal
     int FL_ELEMENTWISE_CHUNK
@@ -348,25 +346,6 @@ cdef inline void *data_or_null(cnp.ndarray array):
     return NULL if array is None else cnp.PyArray_DATA(array)
 
 
-# softmax CE (issue 16): gradients at least this large (bytes) are written with non-temporal
-# stores by the plain chunk layout (class indices, 32..FL_SUM_BLOCK classes; fl_softmax_ce.inc,
-# "Streaming stores") when not written over the logits, so that they do not evict from the
-# caches the code that runs after the call. A variable so the tests can run the streaming
-# path on small inputs (_set_softmax_ce_stream_threshold); results never depend on it.
-cdef int64_t softmax_ce_stream_above_bytes = 1 << 20
-
-
-def _set_softmax_ce_stream_threshold(int64_t nbytes):
-    """Set softmax CE's streaming-store threshold (bytes of gradient, >= 0); returns the
-    previous value. Results do not depend on it, only speed does."""
-    global softmax_ce_stream_above_bytes
-    if nbytes < 0:
-        raise ValueError("the streaming threshold is a number of bytes >= 0")
-    previous = softmax_ce_stream_above_bytes
-    softmax_ce_stream_above_bytes = nbytes
-    return previous
-
-
 def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray target_prob,
                           cnp.ndarray weight, int64_t ignore_index, double label_smoothing,
                           double weight_sum, double grad_scale, cnp.ndarray grad,
@@ -384,8 +363,6 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
     cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
     cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
     cdef int64_t rows_per_block = max(1, BLOCK_ELEMENTS // max(n_classes, 1))
-    cdef int stream = (grad is not None and data_or_null(grad) != cnp.PyArray_DATA(logits)
-                       and cnp.PyArray_NBYTES(grad) >= softmax_ce_stream_above_bytes)
     if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
         args32.logits = <const float *>cnp.PyArray_DATA(logits)
         args32.target = <const int64_t *>data_or_null(target)
@@ -398,7 +375,6 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
         args32.label_smoothing = label_smoothing
         args32.weight_sum = weight_sum
         args32.grad_scale = grad_scale
-        args32.stream = stream
         args = &args32
         fn = fl_kernels().softmax_ce_f32
     else:
@@ -413,7 +389,6 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
         args64.label_smoothing = label_smoothing
         args64.weight_sum = weight_sum
         args64.grad_scale = grad_scale
-        args64.stream = stream
         args = &args64
         fn = fl_kernels().softmax_ce_f64
     return run_blocks(fn, args, n_rows, rows_per_block, n_classes, n_threads)

@@ -31,7 +31,6 @@ typedef double (*fl_block_fn)(const void *args, int64_t begin, int64_t end);
         double label_smoothing;    /* eps in [0, 1] */                              \
         double weight_sum;         /* sum of weight over all C classes (C if NULL) */ \
         double grad_scale;         /* the gradient is multiplied by this */         \
-        int stream;                /* non-temporal gradient stores (issue 16) */    \
     } fl_softmax_ce_args_##SFX;
 
 FL_DECLARE_SOFTMAX_CE_ARGS(float, f32)
