@@ -817,10 +817,26 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             return row.torch_formula(**named)
         return spec.torch_function(**{k: v for k, v in values.items() if k not in extras})
 
+    # issue 16: the plain softmax CE call with a gradient, f(input, target) on a (N, C)
+    # float input and (N,) int64 class indices, goes straight to the autograd Function: the
+    # checks of run / _kernel_takes that decide it, in one frame (fewer Python layers run cold
+    # after the forward's matmuls in a training step). Anything else takes run.
+    plain_options = tuple(default_options)
+    plain = row.fastloss == "softmax_cross_entropy" and n_positional == 2
+    strided, int64 = torch.strided, torch.int64
+
     def loss_function(*args, **kwargs):
         if not kwargs and len(args) == n_positional:
             # the common call, f(input, target): every option at its default (the arguments
             # by name are built only if PyTorch computes the loss)
+            if plain and not is_compiling() and not functorch_active():
+                input, target = args
+                if (input.__class__ is torch.Tensor and target.__class__ is torch.Tensor
+                        and input.requires_grad and input.dtype in _KERNEL_DTYPES
+                        and target.dtype is int64 and input.dim() == 2 and target.dim() == 1
+                        and input.is_cpu and target.is_cpu and input.layout is strided
+                        and target.layout is strided and is_grad_enabled()):
+                    return apply(input, target, plain_options)
             return run(list(args), default_options.copy(), None, args)
         if len(args) > max_positional:
             raise TypeError(f"{spec.name}() takes at most {max_positional} positional "
