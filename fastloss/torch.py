@@ -471,11 +471,14 @@ def _is_default(value, default) -> bool:
     return value is default or (not isinstance(value, torch.Tensor) and value == default)
 
 
+_PLAIN_SCALARS = (int, float, str, bool)
+
+
 def _is_plain_default(value, default) -> bool:
     """value is the default itself, or a Python scalar of its type equal to it (a tensor or
     an array never counts as a default, so that `==` is never elementwise here)."""
     return value is default or (type(value) is type(default)
-                                and type(value) in (int, float, str, bool) and value == default)
+                                and type(value) in _PLAIN_SCALARS and value == default)
 
 
 def _schema_type(default) -> str:
@@ -513,7 +516,10 @@ def _make_kernel_forward(spec: _Spec):
         # negative bit). The gradient array is NumPy's (allocated by the kernel call):
         # fastloss's buffer cache serves the large ones again without fresh pages, and NumPy
         # asks for huge pages (a 64 MB gradient from torch.empty measured 1.5-1.7x slower)
-        arrays = [t.numpy(force=True) for t in positional]
+        if len(positional) == 2:   # (input, target): without a comprehension's frame
+            arrays = [positional[0].numpy(force=True), positional[1].numpy(force=True)]
+        else:
+            arrays = [t.numpy(force=True) for t in positional]
         result = None
         if fast_lane is not None:
             result = fast_lane(arrays, options, compute_grad, n_threads())
@@ -689,7 +695,8 @@ def _make_eager_function(spec: _Spec):
         positional, options = args[:n], args[-1]
         loss, grads = kernel_forward(positional, options, True)
         ctx.save_for_backward(*grads)
-        ctx.state = (positional, options, tuple([t._version for t in positional]))
+        ctx.state = (positional, options, (positional[0]._version, positional[1]._version)
+                     if len(positional) == 2 else tuple([t._version for t in positional]))
         return loss
 
     def backward(ctx, grad_loss):
@@ -817,10 +824,26 @@ def _make_function(spec: _Spec, custom_op, eager_function):
             return row.torch_formula(**named)
         return spec.torch_function(**{k: v for k, v in values.items() if k not in extras})
 
+    # issue 16: the plain softmax CE call with a gradient, f(input, target) on a (N, C)
+    # float input and (N,) int64 class indices, goes straight to the autograd Function: the
+    # checks of run / _kernel_takes that decide it, in one frame (fewer Python layers run cold
+    # after the forward's matmuls in a training step). Anything else takes run.
+    plain_options = tuple(default_options)
+    plain = row.fastloss == "softmax_cross_entropy" and n_positional == 2
+    strided, int64 = torch.strided, torch.int64
+
     def loss_function(*args, **kwargs):
         if not kwargs and len(args) == n_positional:
             # the common call, f(input, target): every option at its default (the arguments
             # by name are built only if PyTorch computes the loss)
+            if plain and not is_compiling() and not functorch_active():
+                input, target = args
+                if (input.__class__ is torch.Tensor and target.__class__ is torch.Tensor
+                        and input.requires_grad and input.dtype in _KERNEL_DTYPES
+                        and target.dtype is int64 and input.dim() == 2 and target.dim() == 1
+                        and input.is_cpu and target.is_cpu and input.layout is strided
+                        and target.layout is strided and is_grad_enabled()):
+                    return apply(input, target, plain_options)
             return run(list(args), default_options.copy(), None, args)
         if len(args) > max_positional:
             raise TypeError(f"{spec.name}() takes at most {max_positional} positional "
@@ -949,7 +972,10 @@ def _make_module(spec: _Spec, function):
                         value = buffers[name]
                     else:  # a property or a parameter (a subclass's): the general lookup
                         value = getattr(self, name)
-                    if value is not default and not _is_plain_default(value, default):
+                    # _is_plain_default inlined (a call per option costs a frame per call)
+                    if value is not default and not (
+                            value.__class__ is default.__class__
+                            and value.__class__ in _PLAIN_SCALARS and value == default):
                         if changed is None:
                             changed = {}
                         changed[name] = value
