@@ -362,7 +362,14 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
     cdef fl_block_fn fn
     cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
     cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
-    cdef int64_t rows_per_block = max(1, BLOCK_ELEMENTS // max(n_classes, 1))
+    # issue 16 (softmax CE block split): an even number of blocks of nearly equal rows (about
+    # BLOCK_ELEMENTS elements each), so two threads get the same work; BLOCK_ELEMENTS // C
+    # rows left a short last block (4096 x 100: 25 blocks of 163 rows and one of 21, one
+    # thread a whole block more). It depends on the shape only, never on n_threads.
+    cdef int64_t n_blocks = max(1, (n_rows * n_classes + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS)
+    if n_blocks > 1 and n_blocks % 2 == 1:
+        n_blocks += 1
+    cdef int64_t rows_per_block = max(1, (n_rows + n_blocks - 1) // n_blocks)
     if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
         args32.logits = <const float *>cnp.PyArray_DATA(logits)
         args32.target = <const int64_t *>data_or_null(target)
