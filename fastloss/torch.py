@@ -474,13 +474,6 @@ def _is_default(value, default) -> bool:
 _PLAIN_SCALARS = (int, float, str, bool)
 
 
-def _is_plain_default(value, default) -> bool:
-    """value is the default itself, or a Python scalar of its type equal to it (a tensor or
-    an array never counts as a default, so that `==` is never elementwise here)."""
-    return value is default or (type(value) is type(default)
-                                and type(value) in _PLAIN_SCALARS and value == default)
-
-
 def _schema_type(default) -> str:
     if isinstance(default, bool):
         return "bool"
@@ -972,7 +965,9 @@ def _make_module(spec: _Spec, function):
                         value = buffers[name]
                     else:  # a property or a parameter (a subclass's): the general lookup
                         value = getattr(self, name)
-                    # _is_plain_default inlined (a call per option costs a frame per call)
+                    # the default itself, or a Python scalar of its type equal to it (a
+                    # tensor or an array never counts, so `==` is never elementwise here);
+                    # written out here: a call per option costs a frame per call
                     if value is not default and not (
                             value.__class__ is default.__class__
                             and value.__class__ in _PLAIN_SCALARS and value == default):
