@@ -342,6 +342,24 @@ cdef double run_blocks(fl_block_fn fn, const void *args, int64_t n_items,
     return total
 
 
+cdef inline int64_t even_block_rows(int64_t n_rows, int64_t row_elements) noexcept nogil:
+    """Rows per block for run_blocks over rows of row_elements elements each: an even number
+    of blocks of nearly equal rows, about BLOCK_ELEMENTS elements each, so that two threads
+    get the same work. BLOCK_ELEMENTS // row_elements rows per block left a short last block
+    and, as often as not, an odd count (softmax CE 4096 x 100: 25 blocks of 163 rows and one
+    of 21, one thread a whole block more; issue 16). Depends on the shape only, never on
+    n_threads, so results stay bitwise equal across thread counts."""
+    cdef int64_t n_blocks
+    if row_elements < 1:
+        row_elements = 1
+    n_blocks = (n_rows * row_elements + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    if n_blocks <= 1:
+        return max(1, n_rows)
+    if n_blocks % 2 == 1:
+        n_blocks += 1
+    return max(1, (n_rows + n_blocks - 1) // n_blocks)
+
+
 cdef inline void *data_or_null(cnp.ndarray array):
     return NULL if array is None else cnp.PyArray_DATA(array)
 
@@ -362,14 +380,7 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
     cdef fl_block_fn fn
     cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
     cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
-    # issue 16 (softmax CE block split): an even number of blocks of nearly equal rows (about
-    # BLOCK_ELEMENTS elements each), so two threads get the same work; BLOCK_ELEMENTS // C
-    # rows left a short last block (4096 x 100: 25 blocks of 163 rows and one of 21, one
-    # thread a whole block more). It depends on the shape only, never on n_threads.
-    cdef int64_t n_blocks = max(1, (n_rows * n_classes + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS)
-    if n_blocks > 1 and n_blocks % 2 == 1:
-        n_blocks += 1
-    cdef int64_t rows_per_block = max(1, (n_rows + n_blocks - 1) // n_blocks)
+    cdef int64_t rows_per_block = even_block_rows(n_rows, n_classes)
     if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
         args32.logits = <const float *>cnp.PyArray_DATA(logits)
         args32.target = <const int64_t *>data_or_null(target)
@@ -579,8 +590,7 @@ def gaussian_kl(cnp.ndarray mean, cnp.ndarray log_var, double grad_scale,
         args64.grad_scale = grad_scale
         args = &args64
         fn = fl_kernels().gaussian_kl_f64
-    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_cols, 1)), n_cols,
-                      n_threads)
+    return run_blocks(fn, args, n_rows, even_block_rows(n_rows, n_cols), n_cols, n_threads)
 
 
 def count_outside(cnp.ndarray values, double low, double high, int n_threads):
@@ -616,7 +626,7 @@ def softmax_focal(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray alpha,
     cdef fl_block_fn fn
     cdef int64_t n_rows = cnp.PyArray_DIM(logits, 0)
     cdef int64_t n_classes = cnp.PyArray_DIM(logits, 1)
-    cdef int64_t rows_per_block = max(1, BLOCK_ELEMENTS // max(n_classes, 1))
+    cdef int64_t rows_per_block = even_block_rows(n_rows, n_classes)
     if cnp.PyArray_TYPE(logits) == cnp.NPY_FLOAT:
         args32.logits = <const float *>cnp.PyArray_DATA(logits)
         args32.target = <const int64_t *>cnp.PyArray_DATA(target)
@@ -1350,7 +1360,7 @@ def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray 
     else:
         n_items = cnp.PyArray_DIM(x1, 0)
         dim = cnp.PyArray_DIM(x1, 1)
-    cdef int64_t items_per_block = max(1, BLOCK_ELEMENTS // max(dim, 1))
+    cdef int64_t items_per_block = even_block_rows(n_items, dim)
     cdef int stream = pair_streams(kind, x1, x2, x3, g1, g2, g3)
     if is_double:
         args64.x1 = <const double *>cnp.PyArray_DATA(x1)
@@ -1595,7 +1605,7 @@ def multi_margin(cnp.ndarray input, cnp.ndarray target, cnp.ndarray weight, int6
         a64.n_classes, a64.p, a64.margin, a64.grad_scale = n_classes, p, margin, grad_scale
         args = &a64
         fn = fl_kernels().multi_margin_f64
-    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_classes, 1)), n_classes,
+    return run_blocks(fn, args, n_rows, even_block_rows(n_rows, n_classes), n_classes,
                       n_threads)
 
 
@@ -1628,7 +1638,7 @@ def distill_kl(cnp.ndarray logits, cnp.ndarray target_logits, double temperature
         a64.n_classes, a64.temperature, a64.grad_scale = n_classes, temperature, grad_scale
         args = &a64
         fn = fl_kernels().distill_kl_f64
-    return run_blocks(fn, args, n_rows, max(1, BLOCK_ELEMENTS // max(n_classes, 1)), n_classes,
+    return run_blocks(fn, args, n_rows, even_block_rows(n_rows, n_classes), n_classes,
                       n_threads)
 
 
