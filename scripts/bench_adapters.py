@@ -4,8 +4,8 @@ frameworks' own losses, forward + backward, float32, 2 threads, one run.
     python scripts/bench_adapters.py [--repeats 15] [--threads 2] [--quick]
                                      [--only torch overhead training jax] [--no-malloc-run]
 
-Prints markdown tables: median times of repeats (after warm-up), and the ratio of each peer to
-the fastloss adapter. Compare only within one run (HELPERS.md). The jax table is printed a
+Prints markdown tables: medians of interleaved rounds (each round times every contender once,
+after a warm-up), and the ratio of each peer to the fastloss adapter. Compare only within one run (HELPERS.md). The jax table is printed a
 second time from a child process whose glibc keeps freed memory (MALLOC_KEEP below: XLA's
 large outputs then reuse it instead of fresh pages the OS must clear; see fastloss.jax's
 docstring), for both fastloss.jax and JAX's own loss; --no-malloc-run skips it.
@@ -56,23 +56,30 @@ import fastloss.torch as flt  # noqa: E402
 torch.set_num_threads(ARGS.threads)
 
 
-def median_time(function, repeats=None, min_time=0.0):
-    """Median seconds of `function()` over repeats, after a warm-up; calls that take less
-    than ~1 ms are timed in loops so the timer's resolution does not matter."""
-    repeats = repeats or ARGS.repeats
-    for _ in range(2):
-        function()
-    start = time.perf_counter()
-    function()
-    once = time.perf_counter() - start
-    inner = max(1, int(1e-3 / max(once, 1e-9)))
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
+def interleaved_medians(functions, rounds=None):
+    """{name: median seconds per call}: each round times every function once (a loop of
+    calls that takes ~3 ms, the count fixed per function after a warm-up), the order
+    alternating from round to round, so that all of them see the same minutes of a shared
+    machine (timed one after the other, a peer's whole row could fall in a slower minute
+    than ours, or a faster one: torch eager's CE 4096x100 moved 415-534 us between runs)."""
+    rounds = rounds or 2 * ARGS.repeats
+    inner = {}
+    for name, function in functions.items():
+        for _ in range(2):
             function()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+        start = time.perf_counter()
+        function()
+        inner[name] = max(1, int(3e-3 / max(time.perf_counter() - start, 1e-9)))
+    samples = {name: [] for name in functions}
+    order = list(functions)
+    for r in range(rounds):
+        for name in (order if r % 2 == 0 else order[::-1]):
+            function, count = functions[name], inner[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                function()
+            samples[name].append((time.perf_counter() - start) / count)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def fmt(seconds):
@@ -126,12 +133,12 @@ def bench_torch_large():
         x = x.clone().requires_grad_()
         x_np, target_np = x.detach().numpy(), target.numpy()
         compiled = torch.compile(theirs)
-        times = {
-            "fastloss (NumPy call)": median_time(lambda: bare(x_np, target_np)),
-            "fastloss.torch": median_time(forward_backward(ours, x, target)),
-            "torch eager": median_time(forward_backward(theirs, x, target)),
-            "torch.compile": median_time(forward_backward(compiled, x, target)),
-        }
+        times = interleaved_medians({
+            "fastloss (NumPy call)": lambda: bare(x_np, target_np),
+            "fastloss.torch": forward_backward(ours, x, target),
+            "torch eager": forward_backward(theirs, x, target),
+            "torch.compile": forward_backward(compiled, x, target),
+        })
         # the same gradient (a check that each peer did the work)
         x.grad = None
         ours(x, target).backward()
@@ -144,7 +151,8 @@ def bench_torch_large():
                     + [f"{times['torch eager'] / adapter:.1f}x",
                        f"{times['torch.compile'] / adapter:.1f}x"])
         del x, compiled
-    table("fastloss.torch: forward + backward (loss(x, t).backward()), float32",
+    table("fastloss.torch: forward + backward (loss(x, t).backward()), float32, medians of "
+          f"{2 * ARGS.repeats} interleaved rounds",
           ["case", "fastloss (NumPy call)", "fastloss.torch", "torch eager", "torch.compile",
            "eager / adapter", "compile / adapter"], rows)
 
@@ -166,11 +174,14 @@ def bench_overhead():
             target_np = target_np.astype(np.float32)
         x, target = torch.from_numpy(x_np), torch.from_numpy(target_np)
         xg = x.clone().requires_grad_()
-        repeats = max(ARGS.repeats, 25)
-        bare_time = median_time(lambda: bare(x_np, target_np), repeats)
-        no_grad = median_time(lambda: ours(x, target), repeats)
-        with_grad = median_time(forward_backward(ours, xg, target), repeats)
-        torch_grad = median_time(forward_backward(theirs, xg, target), repeats)
+        times = interleaved_medians({
+            "bare": lambda: bare(x_np, target_np),
+            "no_grad": lambda: ours(x, target),
+            "with_grad": forward_backward(ours, xg, target),
+            "torch_grad": forward_backward(theirs, xg, target),
+        }, rounds=2 * max(ARGS.repeats, 25))
+        bare_time, no_grad = times["bare"], times["no_grad"]
+        with_grad, torch_grad = times["with_grad"], times["torch_grad"]
         rows.append([name, fmt(bare_time), fmt(no_grad), fmt(no_grad - bare_time),
                      fmt(with_grad), fmt(torch_grad)])
     table("fastloss.torch: per-call overhead (tiny inputs, medians of loops)",
@@ -272,12 +283,11 @@ def bench_jax():
         ours_vg = jax.jit(jax.value_and_grad(ours))
         theirs_vg = jax.jit(jax.value_and_grad(theirs))
         a_np, b_np = np.asarray(a), np.asarray(b)
-        times = {
-            "fastloss (NumPy call)": median_time(lambda: bare(a_np, b_np)),
-            "fastloss.jax": median_time(lambda: jax.block_until_ready(ours_vg(a, b))),
-            "jax.jit(value_and_grad)": median_time(
-                lambda: jax.block_until_ready(theirs_vg(a, b))),
-        }
+        times = interleaved_medians({
+            "fastloss (NumPy call)": lambda: bare(a_np, b_np),
+            "fastloss.jax": lambda: jax.block_until_ready(ours_vg(a, b)),
+            "jax.jit(value_and_grad)": lambda: jax.block_until_ready(theirs_vg(a, b)),
+        })
         np.testing.assert_allclose(ours_vg(a, b)[1], theirs_vg(a, b)[1], rtol=1e-3, atol=1e-9)
         rows.append([name] + [fmt(t) for t in times.values()]
                     + [f"{times['jax.jit(value_and_grad)'] / times['fastloss.jax']:.1f}x"])
