@@ -5,8 +5,12 @@
 On a shared machine a one-after-the-other benchmark can give the two sides different
 conditions for a whole row (the other tenants' load changes by the second); here each round
 times one fastloss call (out=, and allocating) and one MONAI forward + backward back to back,
-so both see the same minutes. Prints the medians and their ratio. float32, one-hot float
-targets (MONAI's form), fastloss on `--threads` threads and torch on as many.
+so both see the same minutes. Prints the medians and their ratio. float32, fastloss on
+`--threads` threads and torch on as many. Two target forms (`--targets`): one-hot float
+targets of the logits' shape ("onehot", MONAI's DiceLoss(softmax=True)), and class-index
+maps ("index": fastloss takes (N, H, W) integer labels; MONAI takes (N, 1, H, W) labels with
+to_onehot_y=True, the form of its segmentation tutorials, and builds the one-hot tensor
+itself on every call).
 """
 import argparse
 import time
@@ -19,6 +23,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kinds", default="dice,tversky")
+    parser.add_argument("--targets", default="onehot,index")
     args = parser.parse_args(argv)
 
     import torch
@@ -34,16 +39,21 @@ def main(argv=None):
     t = np.zeros(shape, np.float32)
     np.put_along_axis(t, labels[:, None], 1.0, axis=1)
     out = np.empty_like(x)
-    xt, tt = torch.from_numpy(x.copy()).requires_grad_(), torch.from_numpy(t)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    # the targets each side takes, by form: (fastloss's, MONAI's, MONAI's to_onehot_y)
+    forms = {"onehot": (t, torch.from_numpy(t), False),
+             "index": (labels, torch.from_numpy(labels[:, None].copy()), True)}
     clock = time.perf_counter
     print(f"# (8, 21, 128, 128) float32 softmax, {args.threads} threads, {args.rounds} "
           f"interleaved rounds, SIMD {fastloss.simd_level()}")
-    print("| loss | fastloss out= | fastloss allocating | MONAI | MONAI / out= | MONAI / allocating |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for kind in args.kinds.split(","):
+    print("| loss | targets | fastloss out= | fastloss allocating | MONAI | MONAI / out= | "
+          "MONAI / allocating |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for kind, form in [(k, f) for k in args.kinds.split(",") for f in args.targets.split(",")]:
         ours = getattr(fastloss, kind)
-        module = (DiceLoss(softmax=True) if kind == "dice"
-                  else TverskyLoss(softmax=True))
+        t, tt, onehot_y = forms[form]
+        module = (DiceLoss(softmax=True, to_onehot_y=onehot_y) if kind == "dice"
+                  else TverskyLoss(softmax=True, to_onehot_y=onehot_y))
         check = ours(x, t, activation="softmax")
         theirs = module(xt, tt).item()
         assert abs(check.loss - theirs) < 1e-4 * max(1.0, abs(theirs)), (check.loss, theirs)
@@ -62,7 +72,7 @@ def main(argv=None):
                 times["alloc"].append(t2 - t1)
                 times["monai"].append(t3 - t2)
         med = {k: float(np.median(v)) for k, v in times.items()}
-        print(f"| {kind} softmax | {med['out'] * 1e3:.3f} ms | {med['alloc'] * 1e3:.3f} ms | "
+        print(f"| {kind} softmax | {form} | {med['out'] * 1e3:.3f} ms | {med['alloc'] * 1e3:.3f} ms | "
               f"{med['monai'] * 1e3:.2f} ms | {med['monai'] / med['out']:.2f} | "
               f"{med['monai'] / med['alloc']:.2f} |")
 
