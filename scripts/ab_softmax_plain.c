@@ -6,7 +6,8 @@
  * Build one binary per source tree (scripts/ab_softmax_plain.sh does both and alternates):
  *   gcc -O3 -fno-trapping-math -fno-math-errno -Wno-unused-function -fopenmp \
  *       -I TREE/fastloss/_src scripts/ab_softmax_plain.c TREE/fastloss/_src/fl_kernels.c -o BIN -lm
- *   BIN time N C reps [isa]   -> min and median thread-CPU us per call (float32)
+ *   BIN time N C reps [isa [f64]] -> min and median thread-CPU us per call (isa 0 baseline,
+ *                               1 AVX2, 2 AVX-512 (default); float32 unless f64)
  *   BIN hash                  -> one hash line per case (loss, per-row losses, gradient bytes)
  */
 #include <stdint.h>
@@ -159,26 +160,33 @@ static double run(int dbl, void *args, long N, long C)
     return t;
 }
 
-static int timing(long N, long C, int reps, int isa)
+static int timing(long N, long C, int reps, int isa, int dbl)
 {
     if (fl_isa_select(isa))
         return 1;
-    float *x = aligned_alloc(64, (size_t)(N * C * 4 + 63) / 64 * 64);
-    float *g = aligned_alloc(64, (size_t)(N * C * 4 + 63) / 64 * 64);
+    const size_t es = dbl ? 8 : 4;
+    void *x = aligned_alloc(64, (N * C * es + 63) / 64 * 64);
+    void *g = aligned_alloc(64, (N * C * es + 63) / 64 * 64);
     int64_t *y = malloc((size_t)N * 8);
-    for (long i = 0; i < N * C; i++)
-        x[i] = (float)(rnd() * 10 - 5);
+    for (long i = 0; i < N * C; i++) {
+        if (dbl)
+            ((double *)x)[i] = rnd() * 10 - 5;
+        else
+            ((float *)x)[i] = (float)(rnd() * 10 - 5);
+    }
     for (long i = 0; i < N; i++)
         y[i] = (long)(rnd() * C) % C;
-    memset(g, 0, (size_t)(N * C * 4));
-    fl_softmax_ce_args_f32 a = {x, y, NULL, NULL, g, NULL, C, -100, 0.0, (double)C, 1.0 / N};
+    memset(g, 0, N * C * es);
+    fl_softmax_ce_args_f32 a32 = {x, y, NULL, NULL, g, NULL, C, -100, 0.0, (double)C, 1.0 / N};
+    fl_softmax_ce_args_f64 a64 = {x, y, NULL, NULL, g, NULL, C, -100, 0.0, (double)C, 1.0 / N};
+    void *a = dbl ? (void *)&a64 : (void *)&a32;
     double *ts = malloc(sizeof(double) * reps);
     volatile double sink = 0;
     for (int i = 0; i < 3; i++)
-        sink += run(0, &a, N, C);
+        sink += run(dbl, a, N, C);
     for (int i = 0; i < reps; i++) {
         double t = tnow();
-        sink += run(0, &a, N, C);
+        sink += run(dbl, a, N, C);
         ts[i] = tnow() - t;
     }
     qsort(ts, reps, sizeof(double), cmp);
@@ -260,7 +268,8 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "hash") == 0)
         return hashes();
     if (argc > 4 && strcmp(argv[1], "time") == 0)
-        return timing(atol(argv[2]), atol(argv[3]), atoi(argv[4]), argc > 5 ? atoi(argv[5]) : 2);
+        return timing(atol(argv[2]), atol(argv[3]), atoi(argv[4]), argc > 5 ? atoi(argv[5]) : 2,
+                      argc > 6 && strcmp(argv[6], "f64") == 0);
     fprintf(stderr, "usage: %s time N C reps [isa] | hash\n", argv[0]);
     return 2;
 }
