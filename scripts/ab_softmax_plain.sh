@@ -6,12 +6,16 @@
 # ROUNDS rounds per shape and prints the median of the per-round medians (thread CPU time,
 # float32, AVX-512 or the best level built).
 #   scripts/ab_softmax_plain.sh OLD_TREE [NEW_TREE (default: this tree)] [ROUNDS (default 5)]
+# ISA=0|1|2 (baseline, AVX2, AVX-512: default 2) and DTYPE=f32|f64 (default f32) in the
+# environment choose the timed variant.
 # OLD_TREE: e.g. `git worktree add --detach /tmp/old main && (cd /tmp/old && python setup.py
 # build_ext --inplace)` (the build renders the generated headers fl_kernels.h includes).
 set -e
 OLD=$1
 NEW=${2:-$(cd "$(dirname "$0")/.." && pwd)}
 ROUNDS=${3:-5}
+ISA=${ISA:-2}
+DTYPE=${DTYPE:-f32}
 HARNESS=$(cd "$(dirname "$0")" && pwd)/ab_softmax_plain.c
 FLAGS="-O3 -DAB_MINI -fno-trapping-math -fno-math-errno -Wno-unused-function -fopenmp"
 gcc $FLAGS -I "$OLD/fastloss/_src" "$HARNESS" -o /tmp/ab_softmax_plain_old -lm
@@ -23,7 +27,7 @@ if cmp -s /tmp/ab_softmax_plain_old.hash /tmp/ab_softmax_plain_new.hash; then
 else
     echo "hashes: $(diff /tmp/ab_softmax_plain_old.hash /tmp/ab_softmax_plain_new.hash | grep -c '^>') of $(wc -l < /tmp/ab_softmax_plain_new.hash) cases differ"
 fi
-echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); SIMD level $ISA, $DTYPE"
 printf "%-12s %10s %10s %8s\n" shape "old us" "new us" "new/old"
 for shape in "4096 100" "1024 1000" "65536 10" "2048 200" "16384 1000" "4096 32" "4096 40" \
              "4096 48" "4096 64" "4096 80" "4096 96" "256 100" "1024 100" "131072 100"; do
@@ -33,8 +37,8 @@ for shape in "4096 100" "1024 1000" "65536 10" "2048 200" "16384 1000" "4096 32"
     o=""; n=""
     i=0
     while [ $i -lt "$ROUNDS" ]; do
-        o="$o $(/tmp/ab_softmax_plain_old time $1 $2 $reps | awk '{print $5}')"
-        n="$n $(/tmp/ab_softmax_plain_new time $1 $2 $reps | awk '{print $5}')"
+        o="$o $(/tmp/ab_softmax_plain_old time $1 $2 $reps $ISA $DTYPE | awk '{print $5}')"
+        n="$n $(/tmp/ab_softmax_plain_new time $1 $2 $reps $ISA $DTYPE | awk '{print $5}')"
         i=$((i + 1))
     done
     mo=$(echo $o | tr ' ' '\n' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
