@@ -57,11 +57,16 @@ torch.set_num_threads(ARGS.threads)
 
 
 def interleaved_medians(functions, rounds=None):
-    """{name: median seconds per call}: each round times every function once (a loop of
-    calls that takes ~3 ms, the count fixed per function after a warm-up), the order
-    alternating from round to round, so that all of them see the same minutes of a shared
-    machine (timed one after the other, a peer's whole row could fall in a slower minute
-    than ours, or a faster one: torch eager's CE 4096x100 moved 415-534 us between runs)."""
+    """{name: median seconds per call}: each round times every function once (one untimed
+    call, then a loop of calls that takes ~3 ms, the count fixed per function after a
+    warm-up), the order alternating from round to round, so that all of them see the same
+    minutes of a shared machine (timed one after the other, a peer's whole row could fall in
+    a slower minute than ours, or a faster one: torch eager's CE 4096x100 moved 415-534 us
+    between runs). The untimed call restores the function's own steady state (its buffers
+    back in the caches after the others' passes evicted them), which a loop of calls of its
+    own has: without it, a 64 MB case's single timed call ran from memory the others had
+    pushed out of the L3 (fastloss.torch CE 16384x1000 4.8 ms alone, 9.7 ms right after
+    torch eager's call)."""
     rounds = rounds or 2 * ARGS.repeats
     inner = {}
     for name, function in functions.items():
@@ -75,6 +80,7 @@ def interleaved_medians(functions, rounds=None):
     for r in range(rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
             function, count = functions[name], inner[name]
+            function()
             start = time.perf_counter()
             for _ in range(count):
                 function()
