@@ -35,60 +35,21 @@
 #define FL_ISA baseline
 #define FL_TARGET
 #define FL_VEC_BYTES 16
-#define T float
-#define FL_IT int32_t
-#define FL_SFX f32
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
-#define T double
-#define FL_IT int64_t
-#define FL_SFX f64
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
+#include "ab_softmax_plain_types.h"
 #undef FL_ISA
 #undef FL_TARGET
 #undef FL_VEC_BYTES
 #define FL_ISA avx2
 #define FL_TARGET __attribute__((target("arch=x86-64-v3")))
 #define FL_VEC_BYTES 32
-#define T float
-#define FL_IT int32_t
-#define FL_SFX f32
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
-#define T double
-#define FL_IT int64_t
-#define FL_SFX f64
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
+#include "ab_softmax_plain_types.h"
 #undef FL_ISA
 #undef FL_TARGET
 #undef FL_VEC_BYTES
 #define FL_ISA avx512
 #define FL_TARGET __attribute__((target("arch=x86-64-v4,prefer-vector-width=512")))
 #define FL_VEC_BYTES 64
-#define T float
-#define FL_IT int32_t
-#define FL_SFX f32
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
-#define T double
-#define FL_IT int64_t
-#define FL_SFX f64
-#include "fl_softmax_ce.inc"
-#undef T
-#undef FL_IT
-#undef FL_SFX
+#include "ab_softmax_plain_types.h"
 typedef struct {
     fl_block_fn softmax_ce_f32, softmax_ce_f64;
 } ab_table;
