@@ -4,11 +4,12 @@ frameworks' own losses, forward + backward, float32, 2 threads, one run.
     python scripts/bench_adapters.py [--repeats 15] [--threads 2] [--quick]
                                      [--only torch overhead training jax] [--no-malloc-run]
 
-Prints markdown tables: medians of interleaved rounds (each round times every contender once,
-after a warm-up), and the ratio of each peer to the fastloss adapter. Compare only within one run (HELPERS.md). The jax table is printed a
-second time from a child process whose glibc keeps freed memory (MALLOC_KEEP below: XLA's
-large outputs then reuse it instead of fresh pages the OS must clear; see fastloss.jax's
-docstring), for both fastloss.jax and JAX's own loss; --no-malloc-run skips it.
+Prints markdown tables: medians of interleaved rounds (each round times every contender
+once, after an untimed call of its own), and the ratio of each peer to the fastloss adapter.
+Compare only within one run (HELPERS.md). The jax table is printed a second time from a
+child process whose glibc keeps freed memory (MALLOC_KEEP below: XLA's large outputs then
+reuse it instead of fresh pages the OS must clear; see fastloss.jax's docstring), for both
+fastloss.jax and JAX's own loss; --no-malloc-run skips it.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ times one fastloss call (out=, and allocating) and one MONAI forward + backward 
 the order alternating, so both see the same minutes. Each timed call follows an untimed one
 of its own, which puts its buffers back in the caches as a loop of its own calls would: timed
 right after MONAI's call, whose temporaries (~100 MB) push fastloss's 33 MB out of the L3,
-fastloss's dice took 1.61 ms against 1.18 ms in a loop of its own (2 threads, quiet). Prints the medians and their ratio. float32, fastloss on
-`--threads` threads and torch on as many. Two target forms (`--targets`): one-hot float
-targets of the logits' shape ("onehot", MONAI's DiceLoss(softmax=True)), and class-index
-maps ("index": fastloss takes (N, H, W) integer labels; MONAI takes (N, 1, H, W) labels with
-to_onehot_y=True, the form of its segmentation tutorials, and builds the one-hot tensor
-itself on every call).
+fastloss's dice took 1.61 ms against 1.18 ms in a loop of its own (2 threads, quiet).
+Prints the medians and their ratio. float32, fastloss on `--threads` threads and torch on as
+many. Two target forms (`--targets`): one-hot float targets of the logits' shape ("onehot",
+MONAI's DiceLoss(softmax=True)), and class-index maps ("index": fastloss takes (N, H, W)
+integer labels; MONAI takes (N, 1, H, W) labels with to_onehot_y=True, the form of its
+segmentation tutorials, and builds the one-hot tensor itself on every call).
 """
 import argparse
 import time
@@ -79,9 +79,9 @@ def main(argv=None):
                 if r >= 5:   # warm-up rounds
                     times[name].append(clock() - start)
         med = {k: float(np.median(v)) for k, v in times.items()}
-        print(f"| {kind} softmax | {form} | {med['out'] * 1e3:.3f} ms | {med['alloc'] * 1e3:.3f} ms | "
-              f"{med['monai'] * 1e3:.2f} ms | {med['monai'] / med['out']:.2f} | "
-              f"{med['monai'] / med['alloc']:.2f} |")
+        print(f"| {kind} softmax | {form} | {med['out'] * 1e3:.3f} ms | "
+              f"{med['alloc'] * 1e3:.3f} ms | {med['monai'] * 1e3:.2f} ms | "
+              f"{med['monai'] / med['out']:.2f} | {med['monai'] / med['alloc']:.2f} |")
 
 
 if __name__ == "__main__":
