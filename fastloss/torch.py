@@ -981,9 +981,18 @@ def _make_module(spec: _Spec, function):
     row = spec.row
     if spec.torch_function is not None:
         base = getattr(torch.nn, row.module)
-        module_args = [name for name in inspect.signature(base.__init__).parameters
+        init_parameters = inspect.signature(base.__init__).parameters
+        module_args = [name for name in init_parameters
                        if name in spec.defaults and name not in _LEGACY]
-        module_defaults = tuple((name, spec.defaults[name]) for name in module_args)
+        # each default as the object torch's __init__ stores when the argument is not given
+        # (its own default), so that an option left alone is its default by identity, the
+        # forward's first and cheapest test (-100 and 0.0 are other objects in our table)
+        module_defaults = tuple(
+            (name, init_parameters[name].default
+             if type(init_parameters[name].default) is type(spec.defaults[name])
+             and _is_default(init_parameters[name].default, spec.defaults[name])
+             else spec.defaults[name])
+            for name in module_args)
 
         if row.module_forward is not None:
             def forward(self, *tensors):
