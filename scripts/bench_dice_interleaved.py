@@ -33,14 +33,13 @@ def main(argv=None):
     from monai.losses import DiceLoss, TverskyLoss
 
     import fastloss
+    from fastloss.bench.cases import one_hot_inputs
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     shape = (8, 21, 128, 128)
-    x = rng.standard_normal(shape).astype(np.float32)
-    labels = rng.integers(0, shape[1], (shape[0],) + shape[2:])
-    t = np.zeros(shape, np.float32)
-    np.put_along_axis(t, labels[:, None], 1.0, axis=1)
+    x, t = one_hot_inputs(shape, np.float32, rng).arrays
+    labels = t.argmax(1)
     out = np.empty_like(x)
     xt = torch.from_numpy(x.copy()).requires_grad_()
     # the targets each side takes, by form: (fastloss's, MONAI's, MONAI's to_onehot_y)
