@@ -7,21 +7,26 @@ import torch
 import torch.distributed as dist
 
 
-def make_problem(n_samples=64, n_features=12, n_classes=7):
-    """The whole batch and the initial model, the same in every process."""
+# the dtypes of the runs: float64, whose rounding is far below any difference a wrong
+# gradient would make, and float32, the usual one
+DTYPES = (torch.float64, torch.float32)
+
+
+def make_problem(dtype=torch.float32, n_samples=64, n_features=12, n_classes=7):
+    """The whole batch and the initial model in dtype, the same in every process."""
     generator = torch.Generator().manual_seed(0)
-    features = torch.randn(n_samples, n_features, generator=generator)
+    features = torch.randn(n_samples, n_features, generator=generator).to(dtype)
     labels = torch.randint(0, n_classes, (n_samples,), generator=generator)
     labels[::9] = -100  # some ignored samples: "mean" counts the kept ones per process
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(n_features, 16), torch.nn.Tanh(),
-                                torch.nn.Linear(16, n_classes))
+                                torch.nn.Linear(16, n_classes)).to(dtype)
     return features, labels, model
 
 
 def run_rank(rank, world_size, port, result_path, loss_name, configurations):
-    """One DDP backward per configuration (the loss module's keyword arguments); rank 0
-    saves the averaged parameter gradients of each."""
+    """One DDP backward per dtype (DTYPES) and configuration (the loss module's keyword
+    arguments); rank 0 saves the averaged parameter gradients of each, dtype by dtype."""
     import fastloss.torch as flt
 
     os.environ["MASTER_ADDR"] = "127.0.0.1"
@@ -30,8 +35,8 @@ def run_rank(rank, world_size, port, result_path, loss_name, configurations):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         results = []
-        for loss_kwargs in configurations:
-            features, labels, model = make_problem()
+        for dtype, loss_kwargs in [(d, k) for d in DTYPES for k in configurations]:
+            features, labels, model = make_problem(dtype)
             ddp = torch.nn.parallel.DistributedDataParallel(model)
             criterion = getattr(flt, loss_name)(**loss_kwargs)
             shard = slice(rank, None, world_size)  # an equal share of the batch per process
