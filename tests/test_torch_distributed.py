@@ -43,7 +43,7 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
             if attempt == 1:
                 raise
     distributed = torch.load(result_path)
-    runs = [(dtype, kwargs) for dtype in torch_ddp_worker.DTYPES for kwargs in CONFIGURATIONS]
+    runs = torch_ddp_worker.runs(CONFIGURATIONS)
     assert len(distributed) == len(runs)
 
     for (dtype, loss_kwargs), ddp_grads in zip(runs, distributed):

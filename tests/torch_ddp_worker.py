@@ -12,6 +12,11 @@ import torch.distributed as dist
 DTYPES = (torch.float64, torch.float32)
 
 
+def runs(configurations):
+    """The (dtype, loss keyword arguments) of each run, in the order rank 0 saves them."""
+    return [(dtype, kwargs) for dtype in DTYPES for kwargs in configurations]
+
+
 def make_problem(dtype=torch.float32, n_samples=64, n_features=12, n_classes=7):
     """The whole batch and the initial model in dtype, the same in every process."""
     generator = torch.Generator().manual_seed(0)
@@ -35,7 +40,7 @@ def run_rank(rank, world_size, port, result_path, loss_name, configurations):
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
         results = []
-        for dtype, loss_kwargs in [(d, k) for d in DTYPES for k in configurations]:
+        for dtype, loss_kwargs in runs(configurations):
             features, labels, model = make_problem(dtype)
             ddp = torch.nn.parallel.DistributedDataParallel(model)
             criterion = getattr(flt, loss_name)(**loss_kwargs)
