@@ -92,6 +92,7 @@ cdef extern from "fl_kernels.h" nogil:
         double label_smoothing
         double weight_sum
         double grad_scale
+        int64_t n_rows
 
     ctypedef struct fl_softmax_ce_args_f64:
         const double *logits
@@ -105,6 +106,7 @@ cdef extern from "fl_kernels.h" nogil:
         double label_smoothing
         double weight_sum
         double grad_scale
+        int64_t n_rows
 
     # ---- the element-wise losses and softmax focal
     int FL_ELEMENTWISE_CHUNK
@@ -393,6 +395,7 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
         args32.label_smoothing = label_smoothing
         args32.weight_sum = weight_sum
         args32.grad_scale = grad_scale
+        args32.n_rows = n_rows
         args = &args32
         fn = fl_kernels().softmax_ce_f32
     else:
@@ -407,6 +410,7 @@ def softmax_cross_entropy(cnp.ndarray logits, cnp.ndarray target, cnp.ndarray ta
         args64.label_smoothing = label_smoothing
         args64.weight_sum = weight_sum
         args64.grad_scale = grad_scale
+        args64.n_rows = n_rows
         args = &args64
         fn = fl_kernels().softmax_ce_f64
     return run_blocks(fn, args, n_rows, rows_per_block, n_classes, n_threads)

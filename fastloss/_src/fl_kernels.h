@@ -31,6 +31,7 @@ typedef double (*fl_block_fn)(const void *args, int64_t begin, int64_t end);
         double label_smoothing;    /* eps in [0, 1] */                              \
         double weight_sum;         /* sum of weight over all C classes (C if NULL) */ \
         double grad_scale;         /* the gradient is multiplied by this */         \
+        int64_t n_rows;            /* N, the call's rows (its layout depends on N C) */ \
     } fl_softmax_ce_args_##SFX;
 
 FL_DECLARE_SOFTMAX_CE_ARGS(float, f32)
