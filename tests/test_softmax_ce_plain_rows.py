@@ -1,6 +1,6 @@
 """softmax_cross_entropy's plain chunk layout for rows of several vectors (class indices, no
-label smoothing, 32 <= C <= 100, and on AVX-512 up to 256 float32 / 128 float64 classes for
-logits of at most 8 MiB; issue 16): the row maxima in the ISA's own vectors and over
+label smoothing, 32 <= C <= 100, and on AVX2 / AVX-512 up to 256 float32 / 128 float64
+classes for logits of at most 8 MiB; issue 16): the row maxima in the ISA's own vectors and over
 two accumulators, the exp lane sums fused into the exp pass, the lane partials of a chunk's
 last rows (past the row tree's whole groups of rows) and the gradient write prefetch. Checked
 at every SIMD level, for class counts on both sides of the vector widths and of the layout's
@@ -14,7 +14,7 @@ import fastloss
 from fastloss import reference
 
 CLASSES = [32, 33, 40, 47, 48, 63, 64, 65, 72, 80, 96, 99, 100,
-           # past 100: the chunk layout on AVX-512 up to FL_SUM_BLOCK (256 float32, 128
+           # past 100: the chunk layout on AVX2 / AVX-512 up to FL_SUM_BLOCK (256 float32, 128
            # float64) for logits of at most 8 MiB, the row layout otherwise
            101, 127, 128, 129, 160, 200, 255, 256, 257]
 
