@@ -36,6 +36,7 @@ def softmax_cross_entropy_fast(
     n_threads: Any,
 ) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
 ELEMENTWISE_CHUNK: int
+SOFTMAX_PLAIN_WIDE_BYTES: int
 ELEMENTWISE_KERNEL_COUNT: int
 
 def elementwise(

@@ -108,6 +108,8 @@ cdef extern from "fl_kernels.h" nogil:
         double grad_scale
         int64_t n_rows
 
+    int64_t FL_SOFTMAX_PLAIN_WIDE_BYTES
+
     # ---- the element-wise losses and softmax focal
     int FL_ELEMENTWISE_CHUNK
 
@@ -463,6 +465,8 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
 
 # A periodic weight buffer (see fl_kernels.h) must hold its period plus this many entries.
 ELEMENTWISE_CHUNK = FL_ELEMENTWISE_CHUNK
+# The plain softmax CE's chunk layout past 100 classes: logits of at most this many bytes.
+SOFTMAX_PLAIN_WIDE_BYTES = FL_SOFTMAX_PLAIN_WIDE_BYTES
 
 
 ELEMENTWISE_KERNEL_COUNT = FL_ELEMENTWISE_COUNT

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import reference
+from fastloss import _kernels, reference
 
 CLASSES = [32, 33, 40, 47, 48, 63, 64, 65, 72, 80, 96, 99, 100,
            # past 100: the chunk layout on AVX2 / AVX-512 up to FL_SUM_BLOCK (256 float32, 128
@@ -67,16 +67,16 @@ def test_nan_stays_in_its_row(dtype, simd_level):
         np.testing.assert_array_equal(grad[others], clean_grad[others])
 
 
-WIDE_BYTES = 8 << 20   # FL_SOFTMAX_PLAIN_WIDE_BYTES (fl_softmax_ce.inc)
+WIDE_BYTES = _kernels.SOFTMAX_PLAIN_WIDE_BYTES   # the bound the kernels were built with
 
 
 @pytest.mark.parametrize("dtype, n_classes", [(np.float32, 101), (np.float32, 256),
                                               (np.float64, 128)])
 def test_both_sides_of_the_size_bound(dtype, n_classes, simd_level):
-    """The wide chunk layout's byte bound: the largest call that takes it (logits of exactly
-    8 MiB) and one row more (the row layout) give the rows they share the same values to
-    the rounding of the row sums' order, both match the reference, and each is bitwise the
-    same on one and two threads."""
+    """The wide chunk layout's byte bound: the largest call that takes it (logits of at most
+    SOFTMAX_PLAIN_WIDE_BYTES, 8 MiB) and one row more (the row layout) give the rows they
+    share the same values to the rounding of the row sums' order, both match the reference,
+    and each is bitwise the same on one and two threads."""
     rng = np.random.default_rng(18)
     n_rows = WIDE_BYTES // (n_classes * np.dtype(dtype).itemsize)
     x = (rng.standard_normal((n_rows + 1, n_classes)) * 3).astype(dtype)

@@ -37,6 +37,12 @@ typedef double (*fl_block_fn)(const void *args, int64_t begin, int64_t end);
 FL_DECLARE_SOFTMAX_CE_ARGS(float, f32)
 FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
 
+/* The plain call's chunk layout past 100 classes takes logits of at most this many bytes
+ * (fl_softmax_ce.inc, softmax_plain_by_chunk); _kernels.SOFTMAX_PLAIN_WIDE_BYTES in Python. */
+#ifndef FL_SOFTMAX_PLAIN_WIDE_BYTES
+#define FL_SOFTMAX_PLAIN_WIDE_BYTES ((int64_t)8 << 20)
+#endif
+
 /* ---- element-wise losses (fl_elementwise.inc) and softmax focal (fl_softmax_focal.inc) ----
  * The element-wise workers walk their block in chunks of FL_ELEMENTWISE_CHUNK elements (a
  * chunk's scratch stays in L1; see PERFORMANCE.md item 7, loop fission).
