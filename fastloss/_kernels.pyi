@@ -8,6 +8,7 @@ BLOCK_SIZE_ELEMENTS: int
 SERIAL_THRESHOLD_ELEMENTS: int
 
 def _set_serial_threshold(elements: int) -> int: ...
+def _set_stream_threshold(nbytes: int) -> int: ...
 
 MATH_FUNCTIONS: Tuple[str, ...]
 
@@ -37,6 +38,8 @@ def softmax_cross_entropy_fast(
 ) -> Optional[Tuple[Any, Optional[np.ndarray]]]: ...
 ELEMENTWISE_CHUNK: int
 SOFTMAX_PLAIN_WIDE_BYTES: int
+OVERLAP_STASH_BYTES: int
+OVERLAP_STREAM_MIN_CLASSES: int
 ELEMENTWISE_KERNEL_COUNT: int
 
 def elementwise(

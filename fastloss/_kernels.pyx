@@ -109,6 +109,8 @@ cdef extern from "fl_kernels.h" nogil:
         int64_t n_rows
 
     int64_t FL_SOFTMAX_PLAIN_WIDE_BYTES
+    int64_t FL_OVERLAP_STASH_BYTES
+    int64_t FL_OVERLAP_STREAM_MIN_CLASSES
 
     # ---- the element-wise losses and softmax focal
     int FL_ELEMENTWISE_CHUNK
@@ -246,6 +248,7 @@ cdef extern from "fl_kernels.h" nogil:
         fl_block_fn class_focal_hess_f64
 
     int FL_ISA_COUNT
+    int FL_ISA_AVX512
     int fl_isa_compiled(int level)
     int fl_isa_cpu_supports(int level)
     const char *fl_isa_name(int level)
@@ -467,6 +470,8 @@ def check_class_indices(cnp.ndarray target, int64_t n_classes, int64_t ignore_in
 ELEMENTWISE_CHUNK = FL_ELEMENTWISE_CHUNK
 # The plain softmax CE's chunk layout past 100 classes: logits of at most this many bytes.
 SOFTMAX_PLAIN_WIDE_BYTES = FL_SOFTMAX_PLAIN_WIDE_BYTES
+OVERLAP_STASH_BYTES = FL_OVERLAP_STASH_BYTES
+OVERLAP_STREAM_MIN_CLASSES = FL_OVERLAP_STREAM_MIN_CLASSES
 
 
 ELEMENTWISE_KERNEL_COUNT = FL_ELEMENTWISE_COUNT
@@ -1142,6 +1147,9 @@ cdef extern from "fl_kernels.h" nogil:
         double alpha
         double beta
         double grad_scale
+        float *stash
+        int64_t stash_stride
+        int64_t stash_slots
 
     ctypedef struct fl_overlap_args_f64:
         const double *input
@@ -1163,6 +1171,9 @@ cdef extern from "fl_kernels.h" nogil:
         double alpha
         double beta
         double grad_scale
+        double *stash
+        int64_t stash_stride
+        int64_t stash_slots
 
     ctypedef struct fl_pairs_args_f32:
         const float *x1
@@ -1209,6 +1220,26 @@ PAIR_TRIPLET, PAIR_CONTRASTIVE, PAIR_COSINE, PAIR_RANKING = 0, 1, 2, 3
 NORM_2, NORM_1, NORM_INF, NORM_GENERAL = 0, 1, 2, 3
 
 
+# Gradients at least this large (bytes, all gradients of the call together) of the row pair
+# losses and of the softmax overlap losses are written with non-temporal (streaming) stores
+# when no gradient is its own input: they go to memory without the write-allocate read of
+# each line, which a large output would not keep in cache anyway (fl_stream.inc). A variable
+# so the tests can run the streaming paths on small inputs (_set_stream_threshold); results
+# never depend on it.
+cdef int64_t stream_above_bytes = 8 << 20
+
+
+def _set_stream_threshold(int64_t nbytes):
+    """Set the streaming-store threshold of the pair and softmax overlap losses (bytes of
+    gradient, >= 0); returns the previous value. Results do not depend on it, only speed does."""
+    global stream_above_bytes
+    if nbytes < 0:
+        raise ValueError("the streaming threshold is a number of bytes >= 0")
+    previous = stream_above_bytes
+    stream_above_bytes = nbytes
+    return previous
+
+
 def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
             cnp.ndarray weight, int activation, int kind, bint squared, bint batch,
             int64_t first_class, double smooth, double alpha, double beta, double grad_scale,
@@ -1239,6 +1270,26 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
     cdef double *cs
     cdef int64_t i, j
     cdef double total = 0.0
+    # the softmax layout's streamed gradient (fl_overlap.inc, "Streamed softmax gradients"):
+    # with one call's sums and gradient per sample (not batch), a gradient that is not the
+    # input and large enough to leave the caches anyway, at least
+    # FL_OVERLAP_STREAM_MIN_CLASSES classes and samples of at most FL_OVERLAP_STASH_BYTES,
+    # on AVX-512, each thread stashes a sample's p in its slot of `stash` (from the buffer
+    # cache: the same pages call after call) instead of the gradient
+    cdef cnp.ndarray stash = None
+    cdef int64_t stash_stride = 0, stash_slots = 0
+    cdef int64_t itemsize = cnp.PyArray_ITEMSIZE(input)
+    if (activation == 2 and not batch and grad is not None and n > 0 and S > 0
+            and fl_isa_active() == FL_ISA_AVX512   # the layout's register groups (AVX-512)
+            and C >= FL_OVERLAP_STREAM_MIN_CLASSES
+            and data_or_null(grad) != data_or_null(input)
+            and cnp.PyArray_NBYTES(grad) >= stream_above_bytes
+            and C * S * itemsize <= FL_OVERLAP_STASH_BYTES):
+        stash_stride = (C * S * itemsize + 63) // 64 * 64 // itemsize   # whole lines
+        # a slot per thread number run_blocks may use (the threads of its parallel loop)
+        stash_slots = min((n_items + items_per_block - 1) // items_per_block,
+                          n_threads if n_threads > 0 else resolve_default_threads())
+        stash = result_empty(stash_slots * stash_stride, input.dtype)
     if grad is None and activation == 2 and C > 8192:
         # the softmax sums without a gradient stash p into a chunk scratch of
         # FL_OVERLAP_SCRATCH = 8192 entries (fl_kernels.h), too small for one pixel's C
@@ -1264,6 +1315,9 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
         args64.alpha = alpha
         args64.beta = beta
         args64.grad_scale = grad_scale
+        args64.stash = <double *>data_or_null(stash)
+        args64.stash_stride = stash_stride
+        args64.stash_slots = stash_slots
         args = &args64
     else:
         args32.input = <const float *>cnp.PyArray_DATA(input)
@@ -1285,6 +1339,9 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
         args32.alpha = alpha
         args32.beta = beta
         args32.grad_scale = grad_scale
+        args32.stash = <float *>data_or_null(stash)
+        args32.stash_stride = stash_stride
+        args32.stash_slots = stash_slots
         args = &args32
     total = run_blocks(fn, args, n_items, items_per_block, per_item, n_threads)
     if not batch:
@@ -1314,25 +1371,6 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
     return total, loss_items
 
 
-# Gradients of the row pair losses at least this large (bytes, all gradients together) are
-# written with non-temporal (streaming) stores when no gradient is its own input: they go
-# to memory without the write-allocate read of each line, which a large output would not
-# keep in cache anyway (fl_pairs.inc, "Streaming stores"). A variable so the tests can run
-# the streaming path on small inputs (_set_pair_stream_threshold); results never depend on it.
-cdef int64_t pair_stream_above_bytes = 8 << 20
-
-
-def _set_pair_stream_threshold(int64_t nbytes):
-    """Set the pair losses' streaming-store threshold (bytes of gradient, >= 0); returns the
-    previous value. Results do not depend on it, only speed does."""
-    global pair_stream_above_bytes
-    if nbytes < 0:
-        raise ValueError("the streaming threshold is a number of bytes >= 0")
-    previous = pair_stream_above_bytes
-    pair_stream_above_bytes = nbytes
-    return previous
-
-
 cdef bint pair_streams(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3,
                        cnp.ndarray g1, cnp.ndarray g2, cnp.ndarray g3):
     """Whether the row kernels stream the gradients: large enough, and none written over an
@@ -1346,7 +1384,7 @@ cdef bint pair_streams(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3,
     cdef int64_t nbytes = cnp.PyArray_NBYTES(g1) + cnp.PyArray_NBYTES(g2)
     if g3 is not None:
         nbytes += cnp.PyArray_NBYTES(g3)
-    return nbytes >= pair_stream_above_bytes
+    return nbytes >= stream_above_bytes
 
 
 def pairs(int kind, cnp.ndarray x1, cnp.ndarray x2, cnp.ndarray x3, cnp.ndarray target,

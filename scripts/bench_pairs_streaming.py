@@ -1,5 +1,5 @@
 """One-thread CPU time of the row pair losses with ordinary and with streamed gradient stores
-(issue 14, fastloss/_src/fl_pairs.inc "Streaming stores"), in one process:
+(issue 14, fastloss/_src/fl_stream.inc and fl_pairs.inc), in one process:
 
     python scripts/bench_pairs_streaming.py [--n 65536] [--d 128] [--repeats 15] [--rounds 3]
 
@@ -66,11 +66,11 @@ def main(argv=None):
             for offset in (0, 16):
                 outs = tuple(_out((n, d), offset) for _ in range(count))
                 for mode, threshold in (("ordinary", 2 ** 62), ("streamed", 0)):
-                    previous = _kernels._set_pair_stream_threshold(threshold)
+                    previous = _kernels._set_stream_threshold(threshold)
                     try:
                         best, median = _cpu_times(lambda: fn(outs), args.repeats)
                     finally:
-                        _kernels._set_pair_stream_threshold(previous)
+                        _kernels._set_stream_threshold(previous)
                     key = (name, offset, mode)
                     old = results.get(key, (float("inf"), float("inf")))
                     results[key] = (min(old[0], best), min(old[1], median))

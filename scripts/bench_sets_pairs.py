@@ -201,12 +201,12 @@ def pair_rows(args, rows, rng, ordinary):
                             key=name)
         t_alloc = median_time(lambda: call(n_threads=args.threads), args.repeats)
         if name != "margin_ranking":   # the row losses' streaming stores off (fl_pairs.inc)
-            previous = fastloss._kernels._set_pair_stream_threshold(2 ** 62)
+            previous = fastloss._kernels._set_stream_threshold(2 ** 62)
             try:
                 ordinary[name] = median_time(lambda: call(out=outs, n_threads=args.threads),
                                              args.repeats)
             finally:
-                fastloss._kernels._set_pair_stream_threshold(previous)
+                fastloss._kernels._set_stream_threshold(previous)
         tensors = [torch.tensor(v, requires_grad=True) for v in inputs]
         ours = call().loss
         theirs = torch_fn(*tensors).item()

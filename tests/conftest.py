@@ -70,3 +70,16 @@ def simd_level(request):
     _kernels.set_isa(request.param)
     yield request.param
     _kernels.set_isa(_kernels.best_isa())
+
+
+@pytest.fixture
+def streaming():
+    """The streaming stores at any size (fastloss/_src/fl_stream.inc: the pair losses' rows,
+    the softmax overlap layout's gradient), and parallel at any size (several blocks per
+    call); both thresholds restored after."""
+    from fastloss import _kernels
+    previous_stream = _kernels._set_stream_threshold(0)
+    previous_serial = _kernels._set_serial_threshold(0)
+    yield
+    _kernels._set_stream_threshold(previous_stream)
+    _kernels._set_serial_threshold(previous_serial)

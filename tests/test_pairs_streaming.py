@@ -20,22 +20,12 @@ ROW_CASES = [case for case in CASES if case.values[0].rows]
 WIDTHS = [32, 131, 1024]
 
 
-@pytest.fixture
-def streaming():
-    """Streamed at any size, and parallel at any size (several blocks per call)."""
-    previous_stream = _kernels._set_pair_stream_threshold(0)
-    previous_serial = _kernels._set_serial_threshold(0)
-    yield
-    _kernels._set_pair_stream_threshold(previous_stream)
-    _kernels._set_serial_threshold(previous_serial)
-
-
 def _ordinary(pair, inputs, target, option):
-    previous = _kernels._set_pair_stream_threshold(2 ** 62)
+    previous = _kernels._set_stream_threshold(2 ** 62)
     try:
         return pair.call(inputs, target, option, n_threads=1, reduction="none")
     finally:
-        _kernels._set_pair_stream_threshold(previous)
+        _kernels._set_stream_threshold(previous)
 
 
 def _views(shape, dtype, offset, count):
@@ -112,10 +102,10 @@ def test_in_place_gradients_are_not_streamed_and_stay_correct(streaming):
 
 
 def test_stream_threshold_setter():
-    previous = _kernels._set_pair_stream_threshold(123)
+    previous = _kernels._set_stream_threshold(123)
     try:
-        assert _kernels._set_pair_stream_threshold(456) == 123
+        assert _kernels._set_stream_threshold(456) == 123
         with pytest.raises(ValueError):
-            _kernels._set_pair_stream_threshold(-1)
+            _kernels._set_stream_threshold(-1)
     finally:
-        _kernels._set_pair_stream_threshold(previous)
+        _kernels._set_stream_threshold(previous)

@@ -11,6 +11,7 @@
  * A table of function pointers, rather than target_clones' ifunc resolver, makes the
  * choice explicit, portable beyond glibc, and switchable, so the tests run every variant.
  */
+#include "fl_openmp.h"   /* first: it defines _GNU_SOURCE before any system header */
 #include <float.h>
 #include <string.h>
 

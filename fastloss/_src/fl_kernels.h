@@ -39,6 +39,17 @@ FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
 
 /* The plain call's chunk layout past 100 classes takes logits of at most this many bytes
  * (fl_softmax_ce.inc, softmax_plain_by_chunk); _kernels.SOFTMAX_PLAIN_WIDE_BYTES in Python. */
+/* The largest sample (C S entries, bytes) of the softmax overlap layout whose p is stashed
+ * outside the gradient, which is then streamed (fl_overlap.inc, "Streamed softmax
+ * gradients"); _kernels.OVERLAP_STASH_BYTES in Python. */
+#ifndef FL_OVERLAP_STASH_BYTES
+#define FL_OVERLAP_STASH_BYTES ((int64_t)4 << 20)
+#endif
+/* ... and the fewest classes for which it does so (fewer: fewer strided streams, and the
+ * measured gain was gone); _kernels.OVERLAP_STREAM_MIN_CLASSES in Python */
+#ifndef FL_OVERLAP_STREAM_MIN_CLASSES
+#define FL_OVERLAP_STREAM_MIN_CLASSES 20
+#endif
 #ifndef FL_SOFTMAX_PLAIN_WIDE_BYTES
 #define FL_SOFTMAX_PLAIN_WIDE_BYTES ((int64_t)8 << 20)
 #endif
@@ -171,6 +182,9 @@ enum { FL_OVERLAP_FUSED = 0, FL_OVERLAP_SUMS = 1, FL_OVERLAP_FINISH = 2, FL_OVER
         int mode;                    /* FL_OVERLAP_FUSED, _SUMS, _FINISH, _GRAD */  \
         double smooth, alpha, beta;                                                 \
         double grad_scale;                                                          \
+        T *stash;                    /* softmax: stash_slots slots of p, or NULL */ \
+        int64_t stash_stride;        /* entries per slot (>= C S) */                \
+        int64_t stash_slots;         /* one per thread number */                    \
     } fl_overlap_args_##SFX;
 
 enum { FL_PAIR_TRIPLET = 0, FL_PAIR_CONTRASTIVE = 1, FL_PAIR_COSINE = 2, FL_PAIR_RANKING = 3 };

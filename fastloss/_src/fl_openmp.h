@@ -34,9 +34,12 @@ static inline int fl_affinity_cpus(void)
 static inline int fl_openmp_enabled(void) { return 1; }
 /* honours OMP_NUM_THREADS, omp_set_num_threads() and so threadpoolctl's limits */
 static inline int fl_openmp_max_threads(void) { return omp_get_max_threads(); }
+/* the calling thread's number in its team (0 outside a parallel region) */
+static inline int fl_thread_num(void) { return omp_get_thread_num(); }
 #else
 static inline int fl_openmp_enabled(void) { return 0; }
 static inline int fl_openmp_max_threads(void) { return 1; }
+static inline int fl_thread_num(void) { return 0; }
 #endif
 
 #endif /* FASTLOSS_FL_OPENMP_H */
