@@ -19,6 +19,10 @@ import pytest
 import fastloss
 from fastloss import _kernels, reference
 
+# the pair losses' streaming tests' helpers: nan-guarded out= views at a chosen offset from a
+# 64-byte line, and a bitwise comparison
+from test_pairs_streaming import _assert_same_bits, _views
+
 DTYPES = [np.float32, np.float64]
 KINDS = ["dice", "jaccard", "tversky"]
 TARGETS = ["onehot", "index", "soft"]
@@ -69,21 +73,6 @@ def make(rng, dtype, shape, kind, target, option):
     return x, t, kwargs
 
 
-def _guarded_view(shape, dtype, offset):
-    """A C-contiguous view starting `offset` elements past a 64-byte boundary of a bigger
-    nan-filled buffer; returns the view, the buffer and the view's bounds in it."""
-    size = int(np.prod(shape))
-    itemsize = np.dtype(dtype).itemsize
-    buffer = np.full(size + 256 // itemsize, np.nan, dtype)
-    start = (-buffer.ctypes.data % 64) // itemsize + offset
-    return buffer[start:start + size].reshape(shape), buffer, start, start + size
-
-
-def _assert_same_bits(actual, expected, what):
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape, what
-    assert np.array_equal(actual.view(np.uint8), expected.view(np.uint8)), what
-
-
 @pytest.mark.parametrize("kind, option", [
     pytest.param(kind, option, id=f"{kind}-{option_id(option)}")
     for kind in KINDS for option in OPTIONS
@@ -98,7 +87,7 @@ def test_streamed_gradient_bitwise_equals_the_ordinary_one(kind, option, target,
     fn = getattr(fastloss, kind)
     expected = _ordinary(fn, x, t, kwargs)
     for offset in (0, 3):
-        out, buffer, start, stop = _guarded_view(shape, dtype, offset)
+        (out,), ((buffer, start, stop),) = _views(shape, dtype, offset, 1)
         for threads in (1, 3):
             out[...] = np.nan
             result = fn(x, t, out=out, n_threads=threads, **kwargs)
@@ -124,7 +113,7 @@ def test_streamed_at_every_simd_level(target, dtype, simd_level, streaming):
     rng = np.random.default_rng(31)
     x, t, kwargs = make(rng, dtype, (3, 21, 12, 23), "dice", target, {})
     expected = _ordinary(fastloss.dice, x, t, kwargs)
-    out, _, _, _ = _guarded_view(x.shape, dtype, 1)
+    (out,), _ = _views(x.shape, dtype, 1, 1)
     result = fastloss.dice(x, t, out=out, n_threads=2, **kwargs)
     _assert_same_bits(result.loss, expected.loss, f"loss at {simd_level}")
     _assert_same_bits(out, expected.grad, f"grad at {simd_level}")

@@ -29,7 +29,7 @@ def _ordinary(pair, inputs, target, option):
 
 
 def _views(shape, dtype, offset, count):
-    """`count` C-contiguous (n, d) views starting `offset` elements past a 64-byte boundary
+    """`count` C-contiguous views of `shape` starting `offset` elements past a 64-byte boundary
     of bigger nan-filled buffers; returns the views and their buffers (for the guard)."""
     size = int(np.prod(shape))
     buffers, views = [], []

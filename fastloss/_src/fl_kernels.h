@@ -39,17 +39,6 @@ FL_DECLARE_SOFTMAX_CE_ARGS(double, f64)
 
 /* The plain call's chunk layout past 100 classes takes logits of at most this many bytes
  * (fl_softmax_ce.inc, softmax_plain_by_chunk); _kernels.SOFTMAX_PLAIN_WIDE_BYTES in Python. */
-/* The largest sample (C S entries, bytes) of the softmax overlap layout whose p is stashed
- * outside the gradient, which is then streamed (fl_overlap.inc, "Streamed softmax
- * gradients"); _kernels.OVERLAP_STASH_BYTES in Python. */
-#ifndef FL_OVERLAP_STASH_BYTES
-#define FL_OVERLAP_STASH_BYTES ((int64_t)4 << 20)
-#endif
-/* ... and the fewest classes for which it does so (fewer: fewer strided streams, and the
- * measured gain was gone); _kernels.OVERLAP_STREAM_MIN_CLASSES in Python */
-#ifndef FL_OVERLAP_STREAM_MIN_CLASSES
-#define FL_OVERLAP_STREAM_MIN_CLASSES 20
-#endif
 #ifndef FL_SOFTMAX_PLAIN_WIDE_BYTES
 #define FL_SOFTMAX_PLAIN_WIDE_BYTES ((int64_t)8 << 20)
 #endif
@@ -151,6 +140,17 @@ FL_DECLARE_SOFTMAX_FOCAL_ARGS(float, f32)
 FL_DECLARE_SOFTMAX_FOCAL_ARGS(double, f64)
 
 /* ---- sets and pairs (issue 14): overlap losses (fl_overlap.inc), pair losses (fl_pairs.inc) */
+/* The largest sample (C S entries, bytes) of the softmax overlap layout whose p is stashed
+ * outside the gradient, which is then streamed (fl_overlap.inc, "Streamed softmax
+ * gradients"); _kernels.OVERLAP_STASH_BYTES in Python. */
+#ifndef FL_OVERLAP_STASH_BYTES
+#define FL_OVERLAP_STASH_BYTES ((int64_t)4 << 20)
+#endif
+/* ... and the fewest classes for which it does so (fewer: fewer strided streams, and the
+ * measured gain was gone); _kernels.OVERLAP_STREAM_MIN_CLASSES in Python */
+#ifndef FL_OVERLAP_STREAM_MIN_CLASSES
+#define FL_OVERLAP_STREAM_MIN_CLASSES 20
+#endif
 enum { FL_ACT_NONE = 0, FL_ACT_SIGMOID = 1, FL_ACT_SOFTMAX = 2 };
 enum { FL_OVERLAP_DICE = 0, FL_OVERLAP_JACCARD = 1, FL_OVERLAP_TVERSKY = 2 };
 /* what one call of the overlap worker does (fl_overlap.inc, "Passes") */
