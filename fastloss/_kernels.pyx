@@ -1272,7 +1272,7 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
     cdef double total = 0.0
     # the softmax layout's streamed gradient (fl_overlap.inc, "Streamed softmax gradients"):
     # with one call's sums and gradient per sample (not batch), a gradient that is not the
-    # input and large enough to leave the caches anyway, at least
+    # input, aligned to its items and large enough to leave the caches anyway, at least
     # FL_OVERLAP_STREAM_MIN_CLASSES classes and samples of at most FL_OVERLAP_STASH_BYTES,
     # on AVX-512, each thread stashes a sample's p in its slot of `stash` (from the buffer
     # cache: the same pages call after call) instead of the gradient
@@ -1283,6 +1283,9 @@ def overlap(cnp.ndarray input, cnp.ndarray target, cnp.ndarray target_index,
             and fl_isa_active() == FL_ISA_AVX512   # the layout's register groups (AVX-512)
             and C >= FL_OVERLAP_STREAM_MIN_CLASSES
             and data_or_null(grad) != data_or_null(input)
+            # element-aligned: the streamed lines are found from the gradient's address (an
+            # out= view a few bytes off its items' alignment keeps p in the gradient)
+            and <uintptr_t>cnp.PyArray_DATA(grad) % itemsize == 0
             and cnp.PyArray_NBYTES(grad) >= stream_above_bytes
             and C * S * itemsize <= FL_OVERLAP_STASH_BYTES):
         stash_stride = (C * S * itemsize + 63) // 64 * 64 // itemsize   # whole lines

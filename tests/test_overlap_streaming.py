@@ -31,11 +31,18 @@ TARGETS = ["onehot", "index", "soft"]
 # (64 / 128 bytes: float32's never streamed, float64's exactly two lines)
 SHAPES = [pytest.param((3, 21, 12, 23), id="C21"), pytest.param((2, 70, 9, 13), id="C70"),
           pytest.param((2, 300, 5, 7), id="C300")]
+# out= offsets from a 64-byte line, in elements
+OFFSETS = (0, 3)
 OPTIONS = [
     {},
     {"squared": True},
     {"include_background": False, "smooth": 0.5, "weight": True},
 ]
+
+
+def _allocations():
+    stats = _kernels._buffer_cache_stats()
+    return stats["hits"] + stats["misses"]
 
 
 def option_id(option):
@@ -86,7 +93,7 @@ def test_streamed_gradient_bitwise_equals_the_ordinary_one(kind, option, target,
     x, t, kwargs = make(rng, dtype, shape, kind, target, option)
     fn = getattr(fastloss, kind)
     expected = _ordinary(fn, x, t, kwargs)
-    for offset in (0, 3):
+    for offset in OFFSETS:
         (out,), ((buffer, start, stop),) = _views(shape, dtype, offset, 1)
         for threads in (1, 3):
             out[...] = np.nan
@@ -117,6 +124,32 @@ def test_streamed_at_every_simd_level(target, dtype, simd_level, streaming):
     result = fastloss.dice(x, t, out=out, n_threads=2, **kwargs)
     _assert_same_bits(result.loss, expected.loss, f"loss at {simd_level}")
     _assert_same_bits(out, expected.grad, f"grad at {simd_level}")
+
+
+@pytest.mark.parametrize("shape", [(3, 21, 12, 23), (2, 21, 16, 40)])
+@pytest.mark.parametrize("dtype, byte_offset", [(np.float32, 1), (np.float32, 2),
+                                                (np.float64, 4), (np.float64, 3)])
+def test_out_off_its_items_alignment_keeps_p_in_the_gradient(shape, dtype, byte_offset,
+                                                             streaming):
+    # an out= view a few bytes off its items' alignment (NumPy takes it; the streamed lines
+    # are found from the gradient's address, and a non-temporal store to a misaligned line
+    # faults): p goes into the gradient, the results are the ordinary ones, nothing is
+    # written around the view, and no stash is taken
+    rng = np.random.default_rng(36)
+    x, t, kwargs = make(rng, dtype, shape, "dice", "onehot", {})
+    expected = _ordinary(fastloss.dice, x, t, kwargs)
+    buffer = np.full(x.nbytes + 128, 0xAB, np.uint8)
+    start = -buffer.ctypes.data % 64 + byte_offset
+    out = buffer[start:start + x.nbytes].view(dtype).reshape(x.shape)
+    assert not out.flags.aligned
+    before = _allocations()
+    for threads in (1, 2):
+        result = fastloss.dice(x, t, out=out, n_threads=threads, **kwargs)
+        assert result.grad is out
+        _assert_same_bits(result.loss, expected.loss, f"loss, {threads} threads")
+        _assert_same_bits(out.copy(), expected.grad, f"grad, {threads} threads")
+    assert _allocations() == before
+    assert (buffer[:start] == 0xAB).all() and (buffer[start + x.nbytes:] == 0xAB).all()
 
 
 def test_in_place_gradient_is_not_streamed_and_stays_correct(streaming):
@@ -157,11 +190,6 @@ def test_a_sample_above_the_stash_bound_takes_the_ordinary_path(streaming):
     ref_loss, ref_grad = reference.dice(x[:, :, :112, :112], t[:, :, :112, :112], **kwargs)
     np.testing.assert_allclose(small.loss, ref_loss, rtol=2e-5)
     np.testing.assert_allclose(small.grad, ref_grad, rtol=2e-4, atol=2e-8)
-
-
-def _allocations():
-    stats = _kernels._buffer_cache_stats()
-    return stats["hits"] + stats["misses"]
 
 
 @pytest.mark.parametrize("classes, streamed", [(21, True), (_kernels.OVERLAP_STREAM_MIN_CLASSES - 1, False)])

@@ -89,6 +89,32 @@ def test_streamed_at_every_simd_level(name, dtype, simd_level, streaming):
         _assert_same_bits(grad, want, f"grad at {simd_level}")
 
 
+@pytest.mark.parametrize("dtype, byte_offset", [(np.float32, 1), (np.float32, 2),
+                                                (np.float64, 4)])
+@pytest.mark.parametrize("name", ["triplet_margin", "contrastive", "cosine_embedding"])
+def test_out_off_its_items_alignment_is_written_the_ordinary_way(name, dtype, byte_offset,
+                                                                 streaming):
+    # out= views a few bytes off their items' alignment (NumPy takes them; a non-temporal
+    # store to a misaligned line faults): the kernel writes them with ordinary stores
+    pair = BY_NAME[name]
+    rng = np.random.default_rng(23)
+    inputs, target = pair.make(rng, dtype, n=300, d=128)
+    expected = _ordinary(pair, inputs, target, {})
+    buffers, outs = [], []
+    for x in inputs:
+        buffer = np.full(x.nbytes + 128, 0xAB, np.uint8)
+        start = -buffer.ctypes.data % 64 + byte_offset
+        buffers.append((buffer, start, start + x.nbytes))
+        outs.append(buffer[start:start + x.nbytes].view(dtype).reshape(x.shape))
+    assert not outs[0].flags.aligned
+    result = pair.call(inputs, target, {}, n_threads=2, reduction="none", out=tuple(outs))
+    _assert_same_bits(result.loss, expected.loss, "loss")
+    for grad, want in zip(result.grad, expected.grad):
+        _assert_same_bits(grad.copy(), want, "grad")
+    for buffer, start, stop in buffers:
+        assert (buffer[:start] == 0xAB).all() and (buffer[stop:] == 0xAB).all()
+
+
 def test_in_place_gradients_are_not_streamed_and_stay_correct(streaming):
     # a gradient written over its input: the kernel reads each row before writing it
     pair = BY_NAME["triplet_margin"]
