@@ -28,11 +28,16 @@ KINDS = ["dice", "jaccard", "tversky"]
 TARGETS = ["onehot", "index", "soft"]
 # C = 21: chunks of 256 pixels, the last one of 20 (too short to stream in float32: 80 bytes;
 # float64: 160); C = 70: chunks of 64 pixels (117 = 64 + 53); C = 300: chunks of 16 pixels
-# (64 / 128 bytes: float32's never streamed, float64's exactly two lines)
+# (64 / 128 bytes: float32's never streamed, float64's exactly two lines). Rows a whole number
+# of 64-byte lines apart (S = 640 and 128 elements) take the gradient pass's grid on the
+# gradient's lines: a head chunk up to the first line bound, then whole chunks
 SHAPES = [pytest.param((3, 21, 12, 23), id="C21"), pytest.param((2, 70, 9, 13), id="C70"),
-          pytest.param((2, 300, 5, 7), id="C300")]
-# out= offsets from a 64-byte line, in elements
-OFFSETS = (0, 3)
+          pytest.param((2, 300, 5, 7), id="C300"),
+          pytest.param((2, 21, 16, 40), id="C21-rows-of-whole-lines"),
+          pytest.param((2, 70, 8, 16), id="C70-rows-of-whole-lines")]
+# out= offsets from a 64-byte line, in elements: on a line, 3 and 12 elements past one (the
+# head chunks of the whole-line grid: 13 and 4 float32 pixels, 5 and 4 float64 ones)
+OFFSETS = (0, 3, 12)
 OPTIONS = [
     {},
     {"squared": True},
