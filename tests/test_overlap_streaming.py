@@ -1,13 +1,14 @@
 """dice, jaccard, tversky with activation="softmax": the streamed gradient.
 
 Above a size threshold (the gradient's bytes, fastloss._kernels._set_stream_threshold), when
-the gradient is not the input, the fused softmax layout (batch=False, AVX-512) stashes each
-sample's p in a buffer of its worker instead of the gradient array, and writes the gradient
-rows with non-temporal stores through an L1 stage (fastloss/_src/fl_overlap.inc, "Streamed
-softmax gradients"; fl_stream.inc). The threshold is lowered here so small inputs take that
-path; the results must be bitwise those of the ordinary path for every target form and
-option, at any thread count, SIMD level and alignment of the out= buffer, and nothing outside
-the gradient may be written. A sample larger than the stash bound and a gradient written over
+the gradient is not the input and is aligned to its items, the fused softmax layout
+(batch=False, AVX-512) stashes each sample's p in its thread's slot of a stash from the buffer
+cache instead of the gradient array, and writes the gradient rows with non-temporal stores
+through an L1 stage (fastloss/_src/fl_overlap.inc, "Streamed softmax gradients";
+fl_stream.inc). The threshold is lowered here so small inputs take that path; the results
+must be bitwise those of the ordinary path for every target form and option, at any thread
+count, SIMD level and alignment of the out= buffer, and nothing outside the gradient may be
+written. A sample larger than the stash bound and a gradient written over
 its input take the ordinary path and must be right too.
 """
 
