@@ -26,6 +26,8 @@ import pytest
 import fastloss
 from fastloss import reference
 
+from test_overlap import option_id
+
 DTYPES = [np.float32, np.float64]
 KINDS = ["dice", "jaccard", "tversky"]
 # C = 21: chunks of 256 pixels (589 = 256 + 256 + 77); C = 70: more classes than the sums'
@@ -39,8 +41,12 @@ OPTIONS = [
 ]
 
 
-def option_id(option):
-    return "-".join(f"{k}={v}" for k, v in option.items()) or "default"
+def kind_option_params(options):
+    """The (kind, option) parameters over KINDS and `options`, named kind-option (tversky has
+    no squared)"""
+    return [pytest.param(kind, option, id=f"{kind}-{option_id(option)}")
+            for kind in KINDS for option in options
+            if not (kind == "tversky" and option.get("squared"))]
 
 
 def make(rng, dtype, shape, kind, option):
@@ -73,10 +79,7 @@ def negative_zero_in_every_chunk(onehot, shape):
     return t.reshape(shape)
 
 
-@pytest.mark.parametrize("kind, option", [
-    pytest.param(kind, option, id=f"{kind}-{option_id(option)}")
-    for kind in KINDS for option in OPTIONS
-    if not (kind == "tversky" and option.get("squared"))])   # tversky has no squared
+@pytest.mark.parametrize("kind, option", kind_option_params(OPTIONS))
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_onehot_labels_give_the_target_rows_bits(kind, option, shape, dtype, simd_level):

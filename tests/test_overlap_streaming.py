@@ -23,9 +23,11 @@ from fastloss import _kernels, reference
 # the pair losses' streaming tests' helpers: nan-guarded out= views at a chosen offset from a
 # 64-byte line, and a bitwise comparison
 from test_pairs_streaming import _assert_same_bits, _views
+# the (kind, option) grid of the one-hot labels' tests; a copy off its items' alignment
+from test_overlap_onehot import kind_option_params
+from test_unaligned import GUARD_BYTE, _misaligned
 
 DTYPES = [np.float32, np.float64]
-KINDS = ["dice", "jaccard", "tversky"]
 TARGETS = ["onehot", "index", "soft"]
 # C = 21: chunks of 256 pixels, the last one of 20 (too short to stream in float32: 80 bytes;
 # float64: 160); C = 70: chunks of 64 pixels (117 = 64 + 53); C = 300: chunks of 16 pixels
@@ -49,10 +51,6 @@ OPTIONS = [
 def _allocations():
     stats = _kernels._buffer_cache_stats()
     return stats["hits"] + stats["misses"]
-
-
-def option_id(option):
-    return "-".join(f"{k}={v}" for k, v in option.items()) or "default"
 
 
 def _ordinary(fn, x, t, kwargs):
@@ -86,10 +84,7 @@ def make(rng, dtype, shape, kind, target, option):
     return x, t, kwargs
 
 
-@pytest.mark.parametrize("kind, option", [
-    pytest.param(kind, option, id=f"{kind}-{option_id(option)}")
-    for kind in KINDS for option in OPTIONS
-    if not (kind == "tversky" and option.get("squared"))])   # tversky has no squared
+@pytest.mark.parametrize("kind, option", kind_option_params(OPTIONS))
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -144,9 +139,9 @@ def test_out_off_its_items_alignment_keeps_p_in_the_gradient(shape, dtype, byte_
     rng = np.random.default_rng(36)
     x, t, kwargs = make(rng, dtype, shape, "dice", "onehot", {})
     expected = _ordinary(fastloss.dice, x, t, kwargs)
-    buffer = np.full(x.nbytes + 128, 0xAB, np.uint8)
-    start = -buffer.ctypes.data % 64 + byte_offset
-    out = buffer[start:start + x.nbytes].view(dtype).reshape(x.shape)
+    guards = []
+    out = _misaligned(np.zeros_like(x), byte_offset, guards)
+    ((buffer, start, stop),) = guards
     assert not out.flags.aligned
     before = _allocations()
     for threads in (1, 2):
@@ -155,7 +150,7 @@ def test_out_off_its_items_alignment_keeps_p_in_the_gradient(shape, dtype, byte_
         _assert_same_bits(result.loss, expected.loss, f"loss, {threads} threads")
         _assert_same_bits(out.copy(), expected.grad, f"grad, {threads} threads")
     assert _allocations() == before
-    assert (buffer[:start] == 0xAB).all() and (buffer[start + x.nbytes:] == 0xAB).all()
+    assert (buffer[:start] == GUARD_BYTE).all() and (buffer[stop:] == GUARD_BYTE).all()
 
 
 def test_in_place_gradient_is_not_streamed_and_stays_correct(streaming):

@@ -13,6 +13,7 @@ import pytest
 from fastloss import _kernels
 
 from test_pairs import BY_NAME, CASES, DTYPES
+from test_unaligned import GUARD_BYTE, _misaligned
 
 ROW_CASES = [case for case in CASES if case.values[0].rows]
 # rows of 128 bytes (float32: the fewest lines streamed), not a whole number of lines, and
@@ -100,19 +101,15 @@ def test_out_off_its_items_alignment_is_written_the_ordinary_way(name, dtype, by
     rng = np.random.default_rng(23)
     inputs, target = pair.make(rng, dtype, n=300, d=128)
     expected = _ordinary(pair, inputs, target, {})
-    buffers, outs = [], []
-    for x in inputs:
-        buffer = np.full(x.nbytes + 128, 0xAB, np.uint8)
-        start = -buffer.ctypes.data % 64 + byte_offset
-        buffers.append((buffer, start, start + x.nbytes))
-        outs.append(buffer[start:start + x.nbytes].view(dtype).reshape(x.shape))
+    buffers = []
+    outs = [_misaligned(np.zeros_like(x), byte_offset, buffers) for x in inputs]
     assert not outs[0].flags.aligned
     result = pair.call(inputs, target, {}, n_threads=2, reduction="none", out=tuple(outs))
     _assert_same_bits(result.loss, expected.loss, "loss")
     for grad, want in zip(result.grad, expected.grad):
         _assert_same_bits(grad.copy(), want, "grad")
     for buffer, start, stop in buffers:
-        assert (buffer[:start] == 0xAB).all() and (buffer[stop:] == 0xAB).all()
+        assert (buffer[:start] == GUARD_BYTE).all() and (buffer[stop:] == GUARD_BYTE).all()
 
 
 def test_in_place_gradients_are_not_streamed_and_stay_correct(streaming):
